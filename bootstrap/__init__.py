@@ -1,0 +1,1 @@
+"""Finding peers: mDNS (zeroconf), bootstrap addresses and the signalling exchange."""

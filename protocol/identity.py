@@ -1,0 +1,132 @@
+"""Ed25519 identities: signing keys, public key ids and signature checks.
+
+A node id (and an account id) is the 32-byte Ed25519 public key, written as 64 lowercase hex digits
+wherever a human sees it. Every signature covers a domain prefix naming what is signed, so a
+signature made for one purpose (an event, a HELLO, a signalling message) is never valid for another
+(libp2p's signing prefix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+
+from protocol.limits import KEY_BYTES, SIGNATURE_BYTES
+
+DOMAIN_EVENT = b"liberation-node/v1/event\x00"
+DOMAIN_HELLO = b"liberation-node/v1/hello\x00"
+DOMAIN_SIGNAL = b"liberation-node/v1/signal\x00"
+DOMAIN_LINK_STATE = b"liberation-node/v1/link-state\x00"
+DOMAIN_ROUTED = b"liberation-node/v1/routed\x00"
+
+
+class KeyFormatError(ValueError):
+    """A key or key id that is not in the expected form."""
+
+
+def key_id(public_key: bytes) -> str:
+    """The text form of a public key (node or account id)."""
+    return public_key.hex()
+
+
+def short_id(public_key: bytes) -> str:
+    """A short prefix for logs; never used to identify anything."""
+    return public_key[:4].hex()
+
+
+def parse_key_id(text: str) -> bytes:
+    """The public key written as ``text``; raises KeyFormatError when it is not one."""
+    if not isinstance(text, str) or len(text) != KEY_BYTES * 2:
+        raise KeyFormatError(f"expected {KEY_BYTES * 2} hex digits")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise KeyFormatError(f"expected {KEY_BYTES * 2} hex digits") from None
+    if raw.hex() != text:
+        raise KeyFormatError("key ids are written in lowercase hex")
+    return raw
+
+
+class SigningKey:
+    """An Ed25519 private key with its public half, as raw bytes."""
+
+    __slots__ = ("_private", "public")
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self.public: bytes = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> SigningKey:
+        """A key from a 32-byte seed; used by tests and the simulator for reproducible keys."""
+        if len(seed) != 32:
+            raise KeyFormatError("an Ed25519 seed is 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    @classmethod
+    def for_label(cls, label: str) -> SigningKey:
+        """A deterministic key named by a label (tests, simulation, test vectors)."""
+        return cls.from_seed(hashlib.sha256(label.encode("utf-8")).digest())
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> SigningKey:
+        try:
+            private = load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise KeyFormatError(f"not a PEM private key: {exc}") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise KeyFormatError("the key is not an Ed25519 key")
+        return cls(private)
+
+    def to_pem(self) -> bytes:
+        return self._private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+    def sign(self, domain: bytes, message: bytes) -> bytes:
+        return self._private.sign(domain + message)
+
+    @property
+    def id(self) -> str:
+        return key_id(self.public)
+
+    def __repr__(self) -> str:
+        # Never show key material, not even in a traceback.
+        return f"SigningKey({short_id(self.public)}...)"
+
+
+@lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey | None:
+    try:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        return None
+
+
+def verify(public_key: bytes, signature: bytes, domain: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``public_key``'s signature of ``domain + message``."""
+    if len(public_key) != KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    key = _public_key(bytes(public_key))
+    if key is None:
+        return False
+    try:
+        key.verify(signature, domain + message)
+    except InvalidSignature:
+        return False
+    return True

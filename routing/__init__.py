@@ -1,0 +1,1 @@
+"""The mesh graph (networkx) built from signed link state, and route computation."""

@@ -1,0 +1,1 @@
+"""SQLite persistence (aiosqlite, WAL): migrations, the event log and materialised state."""

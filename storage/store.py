@@ -1,0 +1,200 @@
+"""The node's SQLite store: schema migrations, the event log and the materialised state.
+
+One file per node, WAL mode, ``synchronous=FULL``: a commit returns only after the WAL is synced,
+so an event acknowledged after `Store` commits survives kill -9 and power loss alike. All writes go
+through one connection (aiosqlite runs it on its own thread); callers serialise writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.errors import MigrationError, StorageError, translate
+
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The numbered migrations shipped in storage/migrations, in order."""
+    found: list[Migration] = []
+    for entry in resources.files("storage.migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        number, _, _ = name.partition("_")
+        if not number.isdigit():
+            raise MigrationError(f"migration file {name} does not start with its number")
+        found.append(Migration(int(number), name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"migration {expected} is missing (found {migration.name})")
+    return found
+
+
+class Store:
+    """Async access to one node's database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StorageError("the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = FULL")
+            await self._db.execute("PRAGMA foreign_keys = ON")
+            await self.migrate()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise translate(exc) from None
+        except StorageError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            with suppress(sqlite3.Error):
+                await db.close()
+
+    async def schema_version(self) -> int:
+        cursor = await self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        )
+        if await cursor.fetchone() is None:
+            return 0
+        cursor = await self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations this database lacks, each in its own transaction."""
+        db = self.db
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        current = await self.schema_version()
+        known = migrations()
+        if current > len(known):
+            raise MigrationError(
+                f"database schema version {current} is newer than this program "
+                f"({len(known)}); upgrade liberation-node"
+            )
+        applied: list[int] = []
+        for migration in known[current:]:
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                for statement in _statements(migration.sql):
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, time.time()),
+                )
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await db.execute("ROLLBACK")
+                raise MigrationError(f"migration {migration.name} failed: {exc}") from None
+            applied.append(migration.version)
+        return applied
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any error rolls back and surfaces as a StorageError."""
+        db = self.db
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException as exc:
+            with suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc) from None
+            raise
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            cursor = await self.db.execute(sql, params)
+            rows = await cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        return list(rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        try:
+            cursor = await self.db.execute(sql, params)
+            row = await cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        return row
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            await self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+
+    # --- meta -------------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> bytes | None:
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if row is None else bytes(row[0])
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- summaries --------------------------------------------------------------------------------
+
+    async def event_counts(self) -> dict[str, int]:
+        rows = await self.fetchall("SELECT kind, COUNT(*) FROM events GROUP BY kind")
+        return {str(kind): int(count) for kind, count in rows}
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (sqlite3.complete_statement knows the grammar)."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise MigrationError("migration ends with an incomplete statement")
+    return statements
