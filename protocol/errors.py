@@ -141,6 +141,11 @@ class EventRejected(ProtocolError):
     #: Score points taken from a peer that relayed this event to us.
     penalty: int = 20
 
+    def __init__(self, detail: str = "", *, penalty: int | None = None) -> None:
+        super().__init__(detail)
+        if penalty is not None:
+            self.penalty = penalty
+
 
 class MalformedEvent(EventRejected):
     """An event whose fields do not follow the schema of its kind."""

@@ -94,6 +94,14 @@ MAX_MISSING_IDS = 8_192
 #: (Plumtree's timer; about two link RTTs on a LAN).
 LAZY_WANT_DELAY_S = 0.05
 
+#: Seconds a gap in a chain may stay open before the missing range is requested; gaps usually
+#: close by themselves when events take different paths.
+GAP_WAIT_S = 0.2
+
+#: Lazy announcements (HAVE) are collected for this long and sent in one frame per peer
+#: (Plumtree batches its IHAVE messages); it adds to the repair path only, never to eager push.
+ANNOUNCE_DELAY_S = 0.01
+
 #: Default per-peer frame rate (frames per second) and burst, and byte rate (bytes per second).
 DEFAULT_PEER_FRAMES_PER_S = 500.0
 DEFAULT_PEER_FRAME_BURST = 1_000
