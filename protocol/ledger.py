@@ -332,8 +332,11 @@ class Ledger:
                 [account, self.balance.get(account, 0), self.face.get(account, 0)]
                 for account in sorted(self.face.keys() | self.balance.keys())
             ]
+            # Void sends have no effect, and nodes may hold different ones (archives differ).
             sends: list[CborValue] = [
-                [r.id, r.amount, r.effective] for r in sorted(self.open_sends.values(), key=_by_id)
+                [r.id, r.amount]
+                for r in sorted(self.open_sends.values(), key=_by_id)
+                if r.effective
             ]
             frozen: list[CborValue] = [[author, seq] for author, seq in sorted(self.frozen.items())]
             document = codec.encode(
@@ -390,15 +393,11 @@ def rebuild(
     """
     ledger = Ledger()
     ledger.frozen = dict(frozen)
-    archived = {event.id: event for event in void_sends}
+    for event in void_sends:
+        ledger.add_void_send(event)
     for event in events:
         if ledger.is_frozen_at(event.author, event.seq):
             continue
-        body = event.body
-        if isinstance(body, Claim) and body.send not in ledger.open_sends:
-            void = archived.get(body.send)
-            if void is not None:
-                ledger.add_void_send(void)
         if ledger.check(event) is None:
             ledger.apply(event)
     return ledger

@@ -528,6 +528,8 @@ class Replica:
         j = self.journal
         j.set(self.forks, author, proof)
         plan.forks.append(proof)
+        # Both halves go to the archive, so that claims naming either can still be judged.
+        plan.archived.extend((proof.event_a, proof.event_b))
         if not proof.canonical and origin is not None:
             # The chains diverged further back: walk back along both branches.
             plan.requests.append(

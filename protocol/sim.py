@@ -78,6 +78,8 @@ class SimNode:
     replica: Replica
     gossip: Gossip
     alive: bool = True
+    paused: bool = False
+    backlog: list[tuple[int, int, bytes]] = field(default_factory=list)
     #: Account keys this node holds: it claims sends to them automatically.
     held: dict[bytes, SigningKey] = field(default_factory=dict)
     handle_to_peer: dict[int, int] = field(default_factory=dict)
@@ -148,6 +150,26 @@ class Simulation:
             wall_offset_ms=EPOCH_MS,
         )
         return SimNode(index, key, store, replica, gossip)
+
+    def pause(self, index: int) -> None:
+        """Stop a node like SIGSTOP: it keeps its connections but processes nothing."""
+        self.nodes[index].paused = True
+
+    def resume(self, index: int) -> None:
+        node = self.nodes[index]
+        node.paused = False
+        backlog, node.backlog = node.backlog, []
+        for src, conn, data in backlog:
+            self._deliver(src, index, conn, data)
+        if node.alive:
+            node.gossip.handle_timer(self.now)
+            self._pump(node)
+
+    def deliver_raw(self, src: int, dst: int, data: bytes) -> None:
+        """Deliver bytes to ``dst`` as if ``src``'s session sent them (hostile input in tests)."""
+        link = self.links.get((min(src, dst), max(src, dst)))
+        if link is not None and link.up:
+            self._deliver(src, dst, link.conn, data)
 
     def crash(self, index: int) -> None:
         """Kill a node: its memory is gone, its store (everything committed) stays."""
@@ -288,6 +310,9 @@ class Simulation:
         node = self.nodes[dst]
         if link is None or not link.up or link.conn != conn or not node.alive:
             return
+        if node.paused:
+            node.backlog.append((src, conn, data))
+            return
         handle = node.peer_to_handle.get(src)
         if handle is None:
             return
@@ -352,6 +377,9 @@ class Simulation:
         def fire() -> None:
             current = self.nodes[index]
             if current is not node or not node.alive or node.timer_generation != generation:
+                return
+            if node.paused:
+                node.timer_at = None
                 return
             node.timer_at = None
             node.gossip.handle_timer(max(self.now, at))

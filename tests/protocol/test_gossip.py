@@ -1,0 +1,385 @@
+"""Sessions and gossip between real cores on simulated links: handshake, hostile frames, penalties,
+back-pressure, Plumtree, anti-entropy, keep-alive and forks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from protocol import codec
+from protocol.errors import CloseReason, RateLimited
+from protocol.events import ZERO_ID, Event, Genesis, Post
+from protocol.frames import (
+    Credit,
+    Events,
+    Hello,
+    Ping,
+    encode_frame,
+)
+from protocol.identity import SigningKey
+from protocol.limits import (
+    HANDSHAKE_TIMEOUT_S,
+    INITIAL_EVENT_CREDIT,
+    PEER_DEAD_S,
+    PROTOCOL_VERSION,
+)
+from protocol.session import Session, SessionLimits, transitions_diagram
+from protocol.sim import SimNode, Simulation, cached_verification
+from tests.protocol.helpers import T0
+
+GENESIS_BODY = Genesis("gossip test", 10**15, 80_000, 10_400_000, 10_400_000, 60)
+
+
+@pytest.fixture(autouse=True)
+def _fast_verification() -> Iterator[None]:
+    with cached_verification():
+        yield
+
+
+def pair(*, genesis: bool = True, seed: int = 1) -> Simulation:
+    sim = Simulation(2, seed=seed)
+    if genesis:
+        sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    sim.connect(0, 1)
+    assert sim.run_until(lambda: all(n.gossip.by_peer for n in sim.nodes), max_time=5)
+    if genesis:
+        assert sim.run_until(lambda: sim.nodes[1].replica.network_id is not None, max_time=5)
+    return sim
+
+
+def session_of(node: SimNode, peer: int) -> Session:
+    return node.gossip.sessions[node.peer_to_handle[peer]]
+
+
+def closed_with(sim: Simulation, node: int, reason: CloseReason) -> bool:
+    return any(getattr(e, "reason", None) is reason for e in sim.nodes[node].penalties) or any(
+        s.close_reason is reason for s in sim.nodes[node].gossip.sessions.values()
+    )
+
+
+def test_transition_table_draws_itself() -> None:
+    diagram = transitions_diagram()
+    assert "handshaking --> active" in diagram
+    assert "active --> closed" in diagram
+
+
+def test_handshake_and_genesis_adoption() -> None:
+    sim = pair()
+    a, b = sim.nodes
+    assert a.gossip.by_peer.keys() == {b.key.public}
+    assert b.replica.network_id == a.replica.network_id
+    assert b.store.genesis is not None
+
+
+def test_late_genesis_is_adopted_through_gossip() -> None:
+    sim = pair(genesis=False)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    assert sim.run_until(lambda: sim.nodes[1].replica.network_id is not None, max_time=5)
+
+
+def test_two_meshes_do_not_connect() -> None:
+    sim = Simulation(2, seed=2)
+    sim.found(0, SigningKey.for_label("pool-a"), GENESIS_BODY)
+    sim.found(1, SigningKey.for_label("pool-b"), GENESIS_BODY)
+    sim.connect(0, 1)
+    sim.run_for(1.0)
+    assert not sim.nodes[0].gossip.by_peer
+    assert not sim.nodes[1].gossip.by_peer
+    assert sim.nodes[0].replica.network_id != sim.nodes[1].replica.network_id
+
+
+def _handshaking_session(sim: Simulation) -> tuple[SimNode, int]:
+    node = sim.nodes[1]
+    handle = node.gossip.open_session(
+        sim.now,
+        outbound=False,
+        address="test",
+        local_fingerprint="sha-256 BB",
+        remote_fingerprint="sha-256 AA",
+    )
+    node.gossip.frames_to_send()
+    return node, handle
+
+
+def test_hello_bound_to_other_certificates_is_refused() -> None:
+    sim = pair()
+    node, handle = _handshaking_session(sim)
+    attacker = SigningKey.for_label("mitm")
+    hello = Hello.create(
+        attacker,
+        network_id=ZERO_ID,
+        genesis=b"",
+        nonce=bytes(16),
+        local_fingerprint="sha-256 CC",  # not the certificate this connection sees
+        remote_fingerprint="sha-256 BB",
+        name="x",
+        mesh_port=0,
+        credit=10,
+    )
+    node.gossip.receive(handle, encode_frame(hello), sim.now)
+    session = node.gossip.sessions[handle]
+    assert session.closed
+    assert session.close_reason is CloseReason.HANDSHAKE_FAILED
+    assert attacker.public not in node.gossip.by_peer
+
+
+def test_hello_with_a_bad_signature_is_refused() -> None:
+    sim = pair()
+    node, handle = _handshaking_session(sim)
+    good = Hello.create(
+        SigningKey.for_label("peer"),
+        network_id=ZERO_ID,
+        genesis=b"",
+        nonce=bytes(16),
+        local_fingerprint="sha-256 AA",
+        remote_fingerprint="sha-256 BB",
+        name="x",
+        mesh_port=0,
+        credit=10,
+    )
+    forged = Hello(*[*good.fields()[:6], "other name", *good.fields()[7:]])  # type: ignore[arg-type]
+    node.gossip.receive(handle, encode_frame(forged), sim.now)
+    assert node.gossip.sessions[handle].close_reason is CloseReason.HANDSHAKE_FAILED
+
+
+def test_frames_before_hello_are_penalised() -> None:
+    sim = pair()
+    node, handle = _handshaking_session(sim)
+    node.gossip.receive(handle, encode_frame(Ping(1)), sim.now)
+    assert node.gossip.sessions[handle].score < 0
+
+
+def test_handshake_times_out() -> None:
+    sim = pair()
+    node, handle = _handshaking_session(sim)
+    node.gossip.handle_timer(sim.now + HANDSHAKE_TIMEOUT_S + 0.1)
+    assert node.gossip.sessions[handle].close_reason is CloseReason.TIMEOUT
+
+
+def test_unknown_version_ends_the_session() -> None:
+    sim = pair()
+    sim.deliver_raw(0, 1, codec.encode([PROTOCOL_VERSION + 1, 7, 1]))
+    session = sim.nodes[1].gossip.sessions
+    assert all(s.close_reason is CloseReason.INCOMPATIBLE_VERSION for s in session.values())
+
+
+def test_unknown_frame_type_gets_a_typed_error_and_a_penalty() -> None:
+    sim = pair()
+    before = session_of(sim.nodes[1], 0).score
+    sim.deliver_raw(0, 1, codec.encode([PROTOCOL_VERSION, 99]))
+    session = session_of(sim.nodes[1], 0)
+    assert session.score < before
+    assert session.active
+    assert sim.run_until(
+        lambda: sim.nodes[0].gossip.stats.frames_in.get("Error", 0) == 1, max_time=1
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff",
+        b"\x82\x01",
+        codec.encode([PROTOCOL_VERSION, 7]),  # PING without its nonce
+        codec.encode([PROTOCOL_VERSION, 7, 1, 2]),  # an extra field
+        codec.encode([PROTOCOL_VERSION, 2, [b"not an event"], False]),
+        b"\x00" * 70_000,
+    ],
+)
+def test_malformed_frames_cost_score_not_the_node(data: bytes) -> None:
+    sim = pair()
+    sim.deliver_raw(0, 1, data)
+    penalties = sim.nodes[1].penalties
+    assert penalties
+    assert penalties[-1].points > 0
+    assert sim.nodes[1].alive
+
+
+def test_repeated_garbage_gets_the_peer_banned() -> None:
+    sim = pair()
+    peer_id = sim.nodes[0].key.public
+    for _ in range(10):
+        sim.deliver_raw(0, 1, b"\xff garbage")
+    node = sim.nodes[1]
+    assert node.gossip.is_banned(peer_id, sim.now)
+    assert peer_id not in node.gossip.by_peer
+    # A banned node cannot come straight back.
+    sim.run_for(2.0)
+    assert peer_id not in node.gossip.by_peer
+
+
+def test_bad_signatures_are_penalised_hard() -> None:
+    sim = pair()
+    network = sim.nodes[1].replica.network_id
+    assert network is not None
+    author = SigningKey.for_label("liar")
+    event = Event.create(author, network, seq=1, prev=ZERO_ID, ts=T0, body=Post("social", 3, "x"))
+    tampered = event.raw[:-1] + bytes([event.raw[-1] ^ 1])
+    sim.deliver_raw(0, 1, encode_frame(Events((tampered,))))
+    assert sim.nodes[1].penalties[-1].code == "bad_signature"
+    assert event.id not in sim.nodes[1].store.log
+
+
+def test_flood_above_the_rate_limit_is_refused() -> None:
+    sim = pair()
+    node = sim.nodes[1]
+    for nonce in range(2_000):
+        sim.deliver_raw(0, 1, encode_frame(Ping(nonce)))
+    assert any(p.code == "rate_limited" for p in node.penalties)
+
+
+def test_pushing_beyond_the_granted_credit_is_refused() -> None:
+    session = Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(initial_credit=INITIAL_EVENT_CREDIT),
+        now=0.0,
+    )
+    session.take_events(INITIAL_EVENT_CREDIT)
+    with pytest.raises(RateLimited, match="beyond the granted credit"):
+        session.take_events(1)
+    # Once the events are processed and credited back, the peer may send again.
+    session.grant(INITIAL_EVENT_CREDIT + 1)
+    session.take_events(INITIAL_EVENT_CREDIT)
+
+
+def test_back_pressure_queues_by_priority() -> None:
+    session = Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(),
+        now=0.0,
+    )
+    session.credit_out = 0
+    session.state = session.state.__class__.ACTIVE
+    for priority in (1, 5, 3):
+        session.queue_event(bytes([priority]) * 10, priority)
+    assert session.drain() == []  # no credit: nothing goes
+    assert session.queued_events == 3
+    session.add_credit(2)
+    (frame,) = session.drain()
+    decoded = codec.decode(frame)
+    assert isinstance(decoded, list)
+    assert decoded[2] == [b"\x05" * 10, b"\x03" * 10]  # highest priority first
+    assert session.queued_events == 1
+
+
+def test_credit_is_returned_in_batches() -> None:
+    session = Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(initial_credit=8),
+        now=0.0,
+    )
+    session.take_events(8)
+    session.grant(1)
+    assert session.drain() == []
+    session.grant(1)
+    (frame,) = session.drain()
+    assert codec.decode(frame) == [PROTOCOL_VERSION, int(Credit.TYPE), 2]
+
+
+def test_everything_published_reaches_everyone_and_duplicates_prune() -> None:
+    sim = Simulation(6, seed=5)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    for a in range(6):
+        for b in range(a + 1, 6):
+            sim.connect(a, b)  # a full mesh: pushes duplicate until the tree forms
+    assert sim.run_until(lambda: all(n.replica.network_id for n in sim.nodes), max_time=5)
+    ids = set()
+    for i in range(30):
+        intent = sim.post(i % 6, f"m{i}")
+        assert intent.event is not None
+        ids.add(intent.event.id)
+        sim.run_for(0.05)
+    assert sim.run_until(lambda: sim.have_all(ids), max_time=sim.now + 10)
+    prunes = sum(n.gossip.stats.frames_in.get("Prune", 0) for n in sim.nodes)
+    assert prunes > 0
+    lazy_links = sum(1 for n in sim.nodes for s in n.gossip.sessions.values() if not s.eager)
+    assert lazy_links > 0
+    assert sim.duplicates_per_delivery() < 2.0
+
+
+def test_announced_event_is_fetched_when_the_push_does_not_come() -> None:
+    sim = pair()
+    sim.run_for(1.0)  # let the first anti-entropy round finish
+    a, b = sim.nodes
+    session_of(a, 1).eager = False  # a only announces to b
+    intent = sim.post(0, "lazy")
+    assert intent.event is not None
+    assert sim.run_until(lambda: intent.event.id in b.store.log, max_time=sim.now + 2)  # type: ignore[union-attr]
+    assert b.gossip.stats.wants_sent >= 1
+    assert session_of(a, 1).eager  # the WANT grafted the link back into the tree
+
+
+def test_anti_entropy_catches_up_a_late_joiner() -> None:
+    sim = Simulation(2, seed=3)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    ids = {sim.post(0, f"before {i}").event.id for i in range(300)}  # type: ignore[union-attr]
+    sim.connect(0, 1)
+    assert sim.run_until(lambda: sim.have_all(ids), max_time=20)
+    assert sim.converged()
+    assert sim.nodes[1].gossip.stats.ranges_requested >= 2  # bounded batches
+
+
+def test_dead_peer_is_detected_and_comes_back() -> None:
+    sim = pair()
+    start = sim.now
+    sim.pause(1)
+    assert sim.run_until(lambda: not sim.nodes[0].gossip.by_peer, max_time=start + PEER_DEAD_S + 6)
+    assert sim.now - start >= PEER_DEAD_S - 1
+    sim.resume(1)
+    assert sim.run_until(lambda: all(n.gossip.by_peer for n in sim.nodes), max_time=sim.now + 5)
+
+
+def test_duplicate_connections_settle_on_one() -> None:
+    sim = pair()
+    sim._dial(0, 1)  # already up: no second link in the simulator
+    a, b = sim.nodes
+    extra_a = a.gossip.open_session(
+        sim.now, outbound=True, address="x", local_fingerprint="f1", remote_fingerprint="f2"
+    )
+    assert extra_a
+    assert len(a.gossip.by_peer) == 1
+    assert len(b.gossip.by_peer) == 1
+
+
+def test_fork_between_two_nodes_is_detected_on_both() -> None:
+    sim = Simulation(2, seed=9)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    sim.connect(0, 1)
+    assert sim.run_until(lambda: sim.nodes[1].replica.network_id is not None, max_time=5)
+    sim.partition([[0], [1]])
+    network = sim.nodes[0].replica.network_id
+    assert network is not None
+    forker = SigningKey.for_label("forker")
+    one = Event.create(forker, network, seq=1, prev=ZERO_ID, ts=T0, body=Post("social", 3, "one"))
+    two = Event.create(forker, network, seq=1, prev=ZERO_ID, ts=T0, body=Post("social", 3, "two"))
+    sim.inject(0, one)
+    sim.inject(1, two)
+    sim.heal()
+    assert sim.run_until(
+        lambda: all(forker.public in n.store.forks for n in sim.nodes) and sim.converged(),
+        max_time=sim.now + 10,
+    )
+    for node in sim.nodes:
+        assert node.replica.ledger.frozen[forker.public] == 1
+
+
+def test_peer_limit_refuses_newcomers() -> None:
+    sim = Simulation(4, seed=4, max_peers=2)
+    for b in (1, 2, 3):
+        sim.connect(0, b)
+    sim.run_for(1.0)
+    assert len(sim.nodes[0].gossip.by_peer) == 2
