@@ -1,104 +1,19 @@
 """The local HTTP surface on the status port: status page, JSON API, health and metrics.
 
-Bound to loopback only (the config refuses anything else). Every error is JSON
-``{"error": code, "detail": text}`` with a 4xx status for bad input; a 500 only for our own bugs.
+Bound to loopback only (the config refuses anything else).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node import page
-from protocol.errors import LiberationError
+from node import api_ledger, page
+from node.http import MAX_REQUEST_BYTES, NODE_KEY, error_middleware, error_response, json_response
 
 if TYPE_CHECKING:
     from node.daemon import Node
-
-log = logging.getLogger(__name__)
-
-NODE_KEY: web.AppKey[Node] = web.AppKey("node")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-#: Largest request body the API reads (a post is 4 KiB of text; JSON escaping can double it).
-MAX_REQUEST_BYTES = 64 * 1024
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        text=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
-        status=status,
-        content_type="application/json",
-    )
-
-
-def error_response(status: int, code: str, detail: str) -> web.Response:
-    return json_response({"error": code, "detail": detail}, status=status)
-
-
-class ApiInputError(LiberationError):
-    """A request the API cannot accept."""
-
-    code = "bad_request"
-    status = 400
-
-    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(detail)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-
-def status_for(exc: LiberationError) -> int:
-    """The HTTP status for a typed error that reached the API boundary."""
-    if isinstance(exc, ApiInputError):
-        return exc.status
-    from storage.errors import StorageError
-
-    if isinstance(exc, StorageError):
-        return 503
-    return 422
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status >= 400 and request.path.startswith("/api/"):
-            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-        raise
-    except LiberationError as exc:
-        return error_response(status_for(exc), exc.code, exc.detail)
-    except Exception:
-        log.exception("internal error serving %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal error; see the node's log")
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, validated for size and shape."""
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
-        raise ApiInputError(
-            f"request body larger than {MAX_REQUEST_BYTES} bytes", code="too_large", status=413
-        )
-    raw = await request.content.read(MAX_REQUEST_BYTES + 1)
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise ApiInputError(
-            f"request body larger than {MAX_REQUEST_BYTES} bytes", code="too_large", status=413
-        )
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise ApiInputError("request body is not valid JSON", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise ApiInputError("request body must be a JSON object", code="invalid_json")
-    return body
 
 
 async def handle_index(request: web.Request) -> web.Response:
@@ -121,7 +36,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     await node.refresh_metrics()
     return web.Response(
-        text=node.metrics.render(),
+        text=node.registry.render(),
         content_type="text/plain",
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
@@ -135,4 +50,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/status", handle_status)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/metrics", handle_metrics)
+    api_ledger.add_routes(app)
     return app

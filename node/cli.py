@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.errors import ApiError, NotRunning
+from node.errors import ApiError, NotRunning, UsageError
 from protocol.errors import LiberationError
 
 EXIT_OK = 0
@@ -96,19 +96,36 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
     from node.datadir import DataDir
+    from node.founding import found_offline
 
     config = _load(args, {"node": {"data_dir": args.data_dir}})
     data_dir = DataDir(config.node.data_dir)
     data_dir.ensure()
+    genesis = None
     with data_dir.lock():
         key, created = data_dir.node_key(create=True)
+        if args.genesis:
+            name = args.name or config.ledger.mesh_name
+            period = args.period or config.ledger.period_s
+            if not 1 <= period <= 10 * 365 * 86_400:
+                raise UsageError("--period is 1 second .. 10 years")
+            genesis = asyncio.run(found_offline(data_dir, name, period, int(time.time() * 1000)))
+    info: dict[str, Any] = {"node_id": key.id, "data_dir": str(data_dir.path), "created": created}
+    if genesis is not None:
+        info["network_id"] = genesis.id.hex()
+        info["pool"] = genesis.author.hex()
     if args.json:
-        _print_json({"node_id": key.id, "data_dir": str(data_dir.path), "created": created})
-    else:
-        verb = "created" if created else "already had"
-        print(f"{key.id}")
-        print(f"({verb} the node key in {data_dir.path})", file=sys.stdout)
+        _print_json(info)
+        return EXIT_OK
+    print(key.id)
+    verb = "created" if created else "already had"
+    print(f"({verb} the node key in {data_dir.path})")
+    if genesis is not None:
+        print(f"founded a mesh: network id {genesis.id.hex()}, pool {genesis.author.hex()}")
     return EXIT_OK
 
 
@@ -153,6 +170,91 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show(args: argparse.Namespace, data: Any, lines: list[str]) -> int:
+    if args.json:
+        _print_json(data)
+    else:
+        print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_account_new(args: argparse.Namespace) -> int:
+    created = _client(args).request("POST", "/api/accounts", {"name": args.name or ""})
+    return _show(args, created, [created["account"]])
+
+
+def cmd_account_list(args: argparse.Namespace) -> int:
+    query = f"?limit={args.limit}" + ("&held=1" if args.held else "")
+    data = _client(args).request("GET", f"/api/accounts{query}")
+    lines = [
+        f"{a['id']}  {a['balance']:>20}  {'held ' if a['held'] else '     '}{a['name']}"
+        for a in data["accounts"]
+    ] or ["(no accounts)"]
+    return _show(args, data, lines)
+
+
+def cmd_account_show(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", f"/api/accounts/{args.account}")
+    lines = [
+        f"account   {data['id']}",
+        f"name      {data['name'] or '(none)'}",
+        f"balance   {data['balance']}",
+        f"received  {data['received']}",
+        f"sent      {data['sent']}",
+        f"held here {'yes' if data['held'] else 'no'}",
+    ]
+    if data.get("frozen_at") is not None:
+        lines.append(f"FROZEN    from seq {data['frozen_at']} (this key forked)")
+    for h in data.get("history", [])[:20]:
+        sign = "-" if h["direction"] == "out" else "+"
+        party = h["counterparty"][:16]
+        lines.append(f"  {sign}{h['amount']:>18}  {h['purpose']:<10} {h['state']:<9} {party}")
+    return _show(args, data, lines)
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", f"/api/accounts/{args.account}")
+    return _show(args, {"account": data["id"], "balance": data["balance"]}, [data["balance"]])
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    body = {"from": args.sender, "to": args.recipient, "amount": args.amount, "memo": args.memo}
+    data = _client(args).request("POST", "/api/transfers", body)
+    return _show(args, data, [f"sent {data['amount']}: {data['id']}"])
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    body = {"content": args.content, "channel": args.channel, "priority": args.priority}
+    data = _client(args).request("POST", "/api/messages", body)
+    return _show(args, data, [data["id"]])
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    query = f"?limit={args.limit}" + (f"&channel={args.channel}" if args.channel else "")
+    data = _client(args).request("GET", f"/api/messages{query}")
+    lines = [
+        f"[{m['channel']}] p{m['priority']} {m['author'][:8]}: {m['content']}"
+        for m in data["messages"]
+    ] or ["(no messages)"]
+    return _show(args, data, lines)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/ledger")
+    if not data.get("genesis"):
+        return _show(args, data, ["(no genesis yet)"])
+    lines = [
+        f"mesh        {data['genesis']['name']}",
+        f"total       {data['total']}",
+        f"pool        {data['pool_balance']}",
+        f"unclaimed   {data['unclaimed']}",
+        f"accounts    {data['accounts']}",
+        f"conserved   {'yes' if data['conserved'] else 'NO'}",
+        f"state hash  {data['state_hash']}",
+    ]
+    return _show(args, data, lines)
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -179,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create the data directory and node key")
     _add_config(init)
     init.add_argument("--data-dir", metavar="D", help="data directory")
+    init.add_argument(
+        "--genesis", action="store_true", help="found a new mesh: create its pool key and genesis"
+    )
+    init.add_argument("--name", metavar="NAME", help="name of the new mesh (with --genesis)")
+    init.add_argument(
+        "--period", type=int, metavar="S", help="distribution period in seconds (with --genesis)"
+    )
     init.add_argument("--json", action="store_true", help="print JSON")
     init.set_defaults(handler=cmd_init)
 
@@ -196,6 +305,52 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show a running node's status")
     _add_client(status)
     status.set_defaults(handler=cmd_status)
+
+    account = commands.add_parser("account", help="accounts held by a running node")
+    account_commands = account.add_subparsers(dest="account_command", metavar="ACTION")
+    new = account_commands.add_parser("new", help="create and enrol an account")
+    _add_client(new)
+    new.add_argument("--name", help="display name")
+    new.set_defaults(handler=cmd_account_new)
+    listing = account_commands.add_parser("list", help="list enrolled accounts")
+    _add_client(listing)
+    listing.add_argument("--held", action="store_true", help="only accounts held by this node")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=cmd_account_list)
+    show = account_commands.add_parser("show", help="an account's balance and history")
+    _add_client(show)
+    show.add_argument("account", help="account id")
+    show.set_defaults(handler=cmd_account_show)
+
+    balance = commands.add_parser("balance", help="an account's balance")
+    _add_client(balance)
+    balance.add_argument("account", help="account id")
+    balance.set_defaults(handler=cmd_balance)
+
+    transfer = commands.add_parser("transfer", help="send an amount between accounts")
+    _add_client(transfer)
+    transfer.add_argument("sender", metavar="FROM", help="account id held by this node")
+    transfer.add_argument("recipient", metavar="TO", help="recipient account id")
+    transfer.add_argument("amount", help='amount such as "12.34"')
+    transfer.add_argument("--memo", default="", help="free text (at most 140 bytes)")
+    transfer.set_defaults(handler=cmd_transfer)
+
+    post = commands.add_parser("post", help="broadcast a message")
+    _add_client(post)
+    post.add_argument("content", help="the message (at most 4 KiB)")
+    post.add_argument("--channel", default="social", help="channel (default social)")
+    post.add_argument("--priority", type=int, default=3, help="1 (low) to 5 (high)")
+    post.set_defaults(handler=cmd_post)
+
+    messages = commands.add_parser("messages", help="list messages")
+    _add_client(messages)
+    messages.add_argument("--channel", help="only this channel")
+    messages.add_argument("--limit", type=int, default=50)
+    messages.set_defaults(handler=cmd_messages)
+
+    ledger = commands.add_parser("ledger", help="the ledger summary and state hash")
+    _add_client(ledger)
+    ledger.set_defaults(handler=cmd_ledger)
     return parser
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from node.errors import ConfigError
 from protocol import limits
+from protocol.events import valid_channel
 
 ENV_PREFIX = "LIBERATION_"
 
@@ -174,6 +175,42 @@ class LimitsSection:
     max_clock_skew_s: float = _setting(limits.DEFAULT_MAX_CLOCK_SKEW_S, _between(1, 86_400))
 
 
+def _genesis_mode(value: str) -> str | None:
+    if value not in GENESIS_MODES:
+        return f"must be one of {', '.join(GENESIS_MODES)}; got {value!r}"
+    return None
+
+
+def _channels(values: tuple[str, ...]) -> str | None:
+    for value in values:
+        if not valid_channel(value):
+            return f"channel names use a-z, 0-9, '-' and '_' (at most 32 bytes), got {value!r}"
+    return None
+
+
+GENESIS_MODES = ("auto", "join", "found")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSection:
+    #: auto: adopt a peer's genesis, or found a new mesh when none appears within genesis_wait_s;
+    #: join: only ever adopt a peer's; found: found a new mesh at once when this node has none.
+    genesis: str = _setting("auto", _genesis_mode)
+    genesis_wait_s: float = _setting(5.0, _between(0, 3600))
+    #: Name of a mesh this node founds.
+    mesh_name: str = _setting(
+        "liberation mesh", lambda v: "at most 64 bytes" if len(v.encode()) > 64 else None
+    )
+    #: Distribution period of a mesh this node founds, in seconds (a week; down to 1 for tests).
+    period_s: int = _setting(604_800, _between(1, 10 * 365 * 86_400))
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesSection:
+    #: Channels this node subscribes to: shown by default on the status page and `messages`.
+    channels: tuple[str, ...] = _setting(("billboard", "social", "media", "direct"), _channels)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     node: NodeSection = field(default_factory=NodeSection)
@@ -181,6 +218,8 @@ class Config:
     discovery: DiscoverySection = field(default_factory=DiscoverySection)
     status: StatusSection = field(default_factory=StatusSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    ledger: LedgerSection = field(default_factory=LedgerSection)
+    messages: MessagesSection = field(default_factory=MessagesSection)
 
 
 def _section_types() -> dict[str, type[Any]]:

@@ -1,14 +1,17 @@
 """The daemon: wires the data directory, store, protocol core and servers together.
 
 Start-up order keeps the path to a healthy status page short (the 500 ms goal): lock, key, store,
-status server, ready. Everything that imports heavy libraries (aiortc, zeroconf, networkx) starts
-after ``/healthz`` answers.
+replica, status server, ready. Everything that imports heavy libraries (aiortc, zeroconf,
+networkx) starts after ``/healthz`` answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import random
 import time
 from typing import Any
 
@@ -16,11 +19,23 @@ from aiohttp import web
 
 from node import __version__
 from node.api import build_app
+from node.api_ledger import SUBSCRIPTIONS_META
+from node.automation import Automation
 from node.config import Config
 from node.datadir import DataDir, DataDirLock
+from node.engine import GossipDriver
 from node.errors import NodeError
+from node.keyring import Keyring
 from node.metrics import Registry
+from node.node_metrics import NodeMetrics
+from protocol.amounts import format_amount
+from protocol.events import Event
+from protocol.gossip import Gossip
 from protocol.identity import SigningKey
+from protocol.ledger import original_genesis
+from protocol.replica import Intent, Plan, Replica
+from protocol.session import SessionLimits
+from storage.events import EventStore
 from storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,31 +48,30 @@ class Node:
         self.config = config
         self.data_dir = DataDir(config.node.data_dir)
         self.store = Store(self.data_dir.database)
-        self.metrics = Registry()
+        self.events = EventStore(self.store)
+        self.keyring = Keyring(self.data_dir.keys)
+        self.registry = Registry()
         self.key: SigningKey | None = None
+        self.replica = Replica(max_clock_skew_ms=int(config.limits.max_clock_skew_s * 1000))
+        self.gossip: Gossip | None = None
+        self.driver: GossipDriver | None = None
+        self.automation: Automation | None = None
+        self.subscriptions: list[str] = list(config.messages.channels)
         self.ready = False
         self.started_monotonic = time.monotonic()
         self.status_port: int | None = None
+        self.mesh_port: int | None = None
         self._lock: DataDirLock | None = None
         self._status_runner: web.AppRunner | None = None
-        self._stopped = asyncio.Event()
-        self._init_metrics()
+        self._background: list[asyncio.Task[None]] = []
+        self._network_known = asyncio.Event()
+        self.metrics = NodeMetrics(self.registry, self)
 
     @property
     def node_id(self) -> str:
         return self.key.id if self.key else ""
 
-    def _init_metrics(self) -> None:
-        m = self.metrics
-        self.m_uptime = m.gauge("liberation_uptime_seconds", "Seconds since the daemon started.")
-        self.m_info = m.gauge(
-            "liberation_node_info", "Constant 1, labelled with the version.", ["version"]
-        )
-        self.m_info.set(1, __version__)
-        self.m_events = m.gauge(
-            "liberation_events_stored", "Events in the store, by kind.", ["kind"]
-        )
-        self.m_peers = m.gauge("liberation_peers", "Connected peers.")
+    # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.started_monotonic = time.monotonic()
@@ -69,7 +83,13 @@ class Node:
             self.key, created = self.data_dir.node_key(create=True)
             if created:
                 log.info("created node key %s", self.key.id)
+            self.keyring.load()
             await self.store.open()
+            await self.events.load(self.replica)
+            saved = await self.store.get_meta(SUBSCRIPTIONS_META)
+            if saved is not None:
+                self.subscriptions = list(json.loads(saved))
+            self._start_core(self.key)
             await self._start_status_server()
         except BaseException:
             await self._close_resources()
@@ -81,6 +101,32 @@ class Node:
             self.config.status.host,
             self.status_port,
         )
+        self._background.append(asyncio.create_task(self._genesis_policy(), name="genesis"))
+
+    def _start_core(self, key: SigningKey) -> None:
+        limits = self.config.limits
+        self.gossip = Gossip(
+            key,
+            self.replica,
+            rng=random.SystemRandom(),
+            name=self.config.node.name,
+            mesh_port=self.config.mesh.port,
+            limits=SessionLimits(
+                max_frame_bytes=limits.max_frame_bytes,
+                frames_per_s=limits.peer_frames_per_s,
+                frame_burst=limits.peer_frame_burst,
+                bytes_per_s=limits.peer_bytes_per_s,
+            ),
+            max_peers=self.config.mesh.max_peers,
+            adopt_network=self.config.ledger.genesis != "found",
+        )
+        self.driver = GossipDriver(self.gossip, self.events)
+        self.driver.commit_listeners.append(self._on_commit)
+        self.driver.start()
+        self.metrics.attach(self.driver)
+        self.automation = Automation(self.driver, self.keyring)
+        self.automation.start()
+        self.automation.catch_up()
 
     async def _start_status_server(self) -> None:
         app = build_app(self)
@@ -103,11 +149,22 @@ class Node:
     async def stop(self) -> None:
         was_ready, self.ready = self.ready, False
         await self._close_resources()
-        self._stopped.set()
         if was_ready:
             log.info("node stopped")
 
     async def _close_resources(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._background.clear()
+        if self.automation is not None:
+            await self.automation.stop()
+            self.automation = None
+        if self.driver is not None:
+            await self.driver.stop()
+            self.driver = None
         if self._status_runner is not None:
             runner, self._status_runner = self._status_runner, None
             await runner.cleanup()
@@ -116,28 +173,95 @@ class Node:
             self._lock.release()
             self._lock = None
 
+    def _on_commit(self, plan: Plan) -> None:
+        if plan.network_id is not None:
+            self._network_known.set()
+
+    # --- the mesh's genesis ----------------------------------------------------------------------
+
+    async def _genesis_policy(self) -> None:
+        mode = self.config.ledger.genesis
+        if self.replica.network_id is not None:
+            self._network_known.set()
+            return
+        if mode == "join":
+            return
+        if mode == "auto":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._network_known.wait(), self.config.ledger.genesis_wait_s
+                )
+            if self._network_known.is_set():
+                return
+        try:
+            event = await self.found_mesh(self.config.ledger.mesh_name, self.config.ledger.period_s)
+            log.info(
+                "founded mesh %s (network id %s)", self.config.ledger.mesh_name, event.id.hex()
+            )
+        except Exception as exc:
+            log.error("could not found a mesh: %s", exc)
+
+    async def found_mesh(self, name: str, period_s: int) -> Event:
+        """Create a pool key and sign a genesis with it; this node then runs the distributions."""
+        if self.replica.network_id is not None:
+            raise NodeError("this node already belongs to a mesh")
+        pool = self.keyring.create()
+        body = original_genesis(name, period_s)
+        return await self.publish(Intent(pool, lambda _ledger: body))
+
+    async def publish(self, intent: Intent) -> Event:
+        if self.driver is None:
+            raise NodeError("the node is not running")
+        return await self.driver.publish(intent)
+
     # --- read side for the status page and API ----------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
         counts = await self.store.event_counts() if self.ready else {}
+        ledger = self.replica.ledger
+        summary: dict[str, Any] = {}
+        if ledger.genesis is not None and ledger.pool is not None:
+            summary = {
+                "mesh": ledger.genesis.name,
+                "total": format_amount(ledger.total),
+                "pool_balance": format_amount(ledger.balance.get(ledger.pool, 0)),
+                "accounts": len(ledger.accounts),
+                "unclaimed": format_amount(ledger.unclaimed_total()),
+                "state_hash": ledger.state_hash().hex(),
+            }
+        peers = self.gossip.active_sessions() if self.gossip else []
         return {
             "node_id": self.node_id,
             "name": self.config.node.name,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "ready": self.ready,
-            "network_id": None,
-            "peers": 0,
+            "network_id": self.replica.network_id.hex() if self.replica.network_id else None,
+            "peers": len(peers),
             "events": sum(counts.values()),
             "events_by_kind": counts,
-            "ledger": {},
+            "ledger": summary,
             "status_port": self.status_port,
-            "mesh_port": self.config.mesh.port,
+            "mesh_port": self.mesh_port or self.config.mesh.port,
             "data_dir": str(self.data_dir.path),
         }
 
+    def reach_estimate(self, event_id: bytes) -> int:
+        """Nodes estimated to hold an event: this node, the peers known to hold it, and - when
+        every peer holds it - the rest of the mesh this node knows of."""
+        if self.gossip is None:
+            return 1
+        peers = {s.peer_id for s in self.gossip.active_sessions() if s.peer_id}
+        holders = self.gossip.holders(event_id)
+        known = 1 + len(holders)
+        if peers and peers <= holders:
+            known = max(known, self.known_mesh_size())
+        return known
+
+    def known_mesh_size(self) -> int:
+        """Nodes this node knows of in its mesh (itself and its peers until routing knows more)."""
+        peers = len(self.gossip.active_sessions()) if self.gossip else 0
+        return 1 + peers
+
     async def refresh_metrics(self) -> None:
-        self.m_uptime.set(time.monotonic() - self.started_monotonic)
-        if self.ready:
-            for kind, count in (await self.store.event_counts()).items():
-                self.m_events.set(count, kind)
+        await self.metrics.refresh()

@@ -49,3 +49,10 @@ class ApiError(NodeError):
     """The node answered a CLI request with an error."""
 
     code = "api_error"
+
+
+class UsageError(NodeError):
+    """The command line is not valid."""
+
+    code = "usage_error"
+    exit_code = 2

@@ -13,7 +13,7 @@ claim more than the buffer holds) raises `DecodeError`, and nothing else escapes
 from __future__ import annotations
 
 import struct
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from protocol.errors import DecodeError
 
@@ -96,116 +96,91 @@ def encode(value: CborValue) -> bytes:
     return b"".join(out)
 
 
-class _Decoder:
-    __slots__ = ("buf", "end")
+_SIMPLE: dict[int, CborValue] = {20: False, 21: True, 22: None}
+_MIN_FOR_INFO = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+_WIDTH_FOR_INFO = {24: 1, 25: 2, 26: 4, 27: 8}
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.end = len(buf)
 
-    def _argument(self, info: int, pos: int) -> tuple[int, int]:
-        """Read the argument of a head whose first byte was at pos - 1."""
-        if info < 24:
-            return info, pos
-        buf = self.buf
-        if info == 24:
-            if pos + 1 > self.end:
-                raise DecodeError("truncated integer")
-            value = buf[pos]
-            if value < 24:
-                raise DecodeError("non-shortest integer encoding")
-            return value, pos + 1
-        if info == 25:
-            if pos + 2 > self.end:
-                raise DecodeError("truncated integer")
-            value = (buf[pos] << 8) | buf[pos + 1]
-            if value < 0x100:
-                raise DecodeError("non-shortest integer encoding")
-            return value, pos + 2
-        if info == 26:
-            if pos + 4 > self.end:
-                raise DecodeError("truncated integer")
-            value = int.from_bytes(buf[pos : pos + 4], "big")
-            if value < 0x10000:
-                raise DecodeError("non-shortest integer encoding")
-            return value, pos + 4
-        if info == 27:
-            if pos + 8 > self.end:
-                raise DecodeError("truncated integer")
-            value = int.from_bytes(buf[pos : pos + 8], "big")
-            if value < 0x100000000:
-                raise DecodeError("non-shortest integer encoding")
-            return value, pos + 8
+def _argument(buf: bytes, end: int, info: int, pos: int) -> tuple[int, int]:
+    """The argument of a head with additional information ``info``, which starts at ``pos``."""
+    width = _WIDTH_FOR_INFO.get(info)
+    if width is None:
         if info == 31:
             raise DecodeError("indefinite lengths are not canonical")
         raise DecodeError("reserved additional information")
+    stop = pos + width
+    if stop > end:
+        raise DecodeError("truncated integer")
+    value = buf[pos] if width == 1 else int.from_bytes(buf[pos:stop], "big")
+    if value < _MIN_FOR_INFO[info]:
+        raise DecodeError("non-shortest integer encoding")
+    return value, stop
 
-    def item(self, pos: int, depth: int) -> tuple[CborValue, int]:
-        if pos >= self.end:
-            raise DecodeError("truncated value")
-        initial = self.buf[pos]
-        major = initial >> 5
-        info = initial & 0x1F
-        pos += 1
-        if major == 7:
-            if info == 20:
-                return False, pos
-            if info == 21:
-                return True, pos
-            if info == 22:
-                return None, pos
-            raise DecodeError("unsupported simple value or float")
-        arg, pos = self._argument(info, pos)
-        if major == 0:
-            return arg, pos
-        if major == 1:
-            return -1 - arg, pos
-        if major == 2:
-            stop = pos + arg
-            if stop > self.end:
-                raise DecodeError("byte string longer than the buffer")
-            return self.buf[pos:stop], stop
-        if major == 3:
-            stop = pos + arg
-            if stop > self.end:
-                raise DecodeError("text longer than the buffer")
-            try:
-                return self.buf[pos:stop].decode("utf-8"), stop
-            except UnicodeDecodeError:
-                raise DecodeError("text is not valid UTF-8") from None
-        if depth >= MAX_DEPTH:
-            raise DecodeError("nesting too deep")
-        if major == 4:
-            if arg > self.end - pos:
-                raise DecodeError("array longer than the buffer")
-            items: list[CborValue] = []
-            append = items.append
-            for _ in range(arg):
-                value, pos = self.item(pos, depth + 1)
-                append(value)
-            return items, pos
-        if major == 5:
-            if arg * 2 > self.end - pos:
-                raise DecodeError("map longer than the buffer")
-            result: dict[str, CborValue] = {}
-            previous_key = b""
-            buf = self.buf
-            for _ in range(arg):
-                key_start = pos
-                if pos >= self.end or buf[pos] >> 5 != 3:
-                    raise DecodeError("map key is not text")
-                key, pos = self.item(pos, depth + 1)
-                encoded_key = buf[key_start:pos]
-                if encoded_key <= previous_key:
-                    if encoded_key == previous_key:
-                        raise DecodeError("repeated map key")
-                    raise DecodeError("map keys out of canonical order")
-                previous_key = encoded_key
-                value, pos = self.item(pos, depth + 1)
-                assert isinstance(key, str)
-                result[key] = value
-            return result, pos
-        raise DecodeError("tags are not supported")
+
+def _item(buf: bytes, end: int, pos: int, depth: int) -> tuple[CborValue, int]:
+    # One function with locals only: this is the hot path of every frame and event.
+    if pos >= end:
+        raise DecodeError("truncated value")
+    initial = buf[pos]
+    major = initial >> 5
+    info = initial & 0x1F
+    pos += 1
+    if major == 7:
+        if info in _SIMPLE:
+            return _SIMPLE[info], pos
+        raise DecodeError("unsupported simple value or float")
+    if info < 24:
+        arg = info
+    else:
+        arg, pos = _argument(buf, end, info, pos)
+    if major == 0:
+        return arg, pos
+    if major == 2:
+        stop = pos + arg
+        if stop > end:
+            raise DecodeError("byte string longer than the buffer")
+        return buf[pos:stop], stop
+    if major == 3:
+        stop = pos + arg
+        if stop > end:
+            raise DecodeError("text longer than the buffer")
+        try:
+            return buf[pos:stop].decode("utf-8"), stop
+        except UnicodeDecodeError:
+            raise DecodeError("text is not valid UTF-8") from None
+    if major == 1:
+        return -1 - arg, pos
+    if depth >= MAX_DEPTH and major in (4, 5):
+        raise DecodeError("nesting too deep")
+    if major == 4:
+        if arg > end - pos:
+            raise DecodeError("array longer than the buffer")
+        items: list[CborValue] = []
+        append = items.append
+        for _ in range(arg):
+            value, pos = _item(buf, end, pos, depth + 1)
+            append(value)
+        return items, pos
+    if major == 5:
+        if arg * 2 > end - pos:
+            raise DecodeError("map longer than the buffer")
+        result: dict[str, CborValue] = {}
+        previous_key = b""
+        for _ in range(arg):
+            key_start = pos
+            if pos >= end or buf[pos] >> 5 != 3:
+                raise DecodeError("map key is not text")
+            key, pos = _item(buf, end, pos, depth + 1)
+            encoded_key = buf[key_start:pos]
+            if encoded_key <= previous_key:
+                if encoded_key == previous_key:
+                    raise DecodeError("repeated map key")
+                raise DecodeError("map keys out of canonical order")
+            previous_key = encoded_key
+            value, pos = _item(buf, end, pos, depth + 1)
+            result[cast(str, key)] = value
+        return result, pos
+    raise DecodeError("tags are not supported")
 
 
 def decode(buf: bytes) -> CborValue:
@@ -213,7 +188,7 @@ def decode(buf: bytes) -> CborValue:
     if not isinstance(buf, bytes | bytearray | memoryview):
         raise DecodeError("expected bytes")
     data = bytes(buf)
-    value, pos = _Decoder(data).item(0, 0)
+    value, pos = _item(data, len(data), 0, 0)
     if pos != len(data):
         raise DecodeError("trailing bytes after value")
     return value

@@ -41,7 +41,8 @@ ZERO_ID = bytes(ID_BYTES)
 GENESIS_NETWORK = ZERO_ID
 
 _CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
-_SIG_TAIL = 2 + SIGNATURE_BYTES  # CBOR head 0x58 0x40 + the signature bytes
+_SIG_HEAD = b"\x58\x40"  # CBOR head of a 64-byte string
+_SIG_TAIL = len(_SIG_HEAD) + SIGNATURE_BYTES
 
 
 def _text(body: dict[str, CborValue], key: str, max_bytes: int, *, allow_empty: bool = True) -> str:
@@ -312,9 +313,8 @@ class Event:
         unsigned = _unsigned_encoding(key.public, seq, prev, ts, body.KIND, body_map)
         signing_network = GENESIS_NETWORK if isinstance(body, Genesis) else network_id
         sig = key.sign(DOMAIN_EVENT, signing_network + unsigned)
-        raw = codec.encode(
-            [EVENT_FORMAT_VERSION, key.public, seq, prev, ts, body.KIND, body_map, sig]
-        )
+        # The signed array is the unsigned one with one more item: swap the head, append sig.
+        raw = b"\x88" + unsigned[1:] + _SIG_HEAD + sig
         if len(raw) > MAX_EVENT_BYTES:
             raise TooLarge(f"event of {len(raw)} bytes exceeds {MAX_EVENT_BYTES}")
         return cls(key.public, seq, prev, ts, body, sig, raw, hashlib.sha256(raw).digest())

@@ -27,6 +27,7 @@ from protocol.errors import (
     CloseReason,
     EventRejected,
     HandshakeFailed,
+    LiberationError,
     RemoteProtocolError,
     UnknownFrameType,
     WrongNetworkHello,
@@ -86,6 +87,9 @@ RANGE_RETRY_S = 5.0
 COMMIT_RETRY_S = 1.0
 #: Score a peer earns for each event it was first to deliver.
 FIRST_DELIVERY_REWARD = 0.05
+
+#: Recent events whose holders are tracked for the reach estimate.
+MAX_TRACKED_REACH = 10_000
 
 #: Push priority of ledger events: above every post, since they carry value.
 LEDGER_PRIORITY = 9
@@ -268,6 +272,9 @@ class Gossip:
         self._next_anti_entropy: float | None = None
         self._retry_commit_at: float | None = None
         self._adopting: Event | None = None
+        #: Peers known to hold recent events (they sent, announced or were sent them): the
+        #: basis of the reach estimate. Oldest entries leave first.
+        self._holders: dict[bytes, set[bytes]] = {}
         #: Chain gaps waiting to be fetched: author -> (when, from whom, start, stop).
         self._gaps: dict[bytes, tuple[float, bytes, int, int]] = {}
         #: Sessions with output queued since the last frames_to_send.
@@ -515,6 +522,7 @@ class Gossip:
                     return
                 continue
             self._queued.add(event_id)
+            self._note_holder(event_id, session.peer_id)
             if frame.reply:
                 self._via_reply.add(event_id)
             self._missing.pop(event_id, None)
@@ -522,7 +530,23 @@ class Gossip:
         if done:
             session.grant(done)
 
+    def _note_holder(self, event_id: bytes, node_id: bytes | None) -> None:
+        if node_id is None:
+            return
+        holders = self._holders.get(event_id)
+        if holders is None:
+            if len(self._holders) >= MAX_TRACKED_REACH:
+                del self._holders[next(iter(self._holders))]
+            holders = self._holders[event_id] = set()
+        if len(holders) < 4 * self.max_peers:
+            holders.add(node_id)
+
+    def holders(self, event_id: bytes) -> set[bytes]:
+        """Peers known to hold an event (recent events only)."""
+        return set(self._holders.get(event_id, ()))
+
     def _duplicate(self, session: Session, event_id: bytes, *, pushed: bool) -> None:
+        self._note_holder(event_id, session.peer_id)
         self.stats.duplicates += 1
         session.duplicates_in += 1
         self._missing.pop(event_id, None)
@@ -533,6 +557,7 @@ class Gossip:
     def _on_have(self, session: Session, frame: Have, now: float) -> None:
         for event_id in frame.ids:
             if self.replica.knows(event_id) or event_id in self._queued:
+                self._note_holder(event_id, session.peer_id)
                 continue
             missing = self._missing.get(event_id)
             if missing is None:
@@ -734,9 +759,11 @@ class Gossip:
         else:
             self._maybe_plan(now)
 
-    def plan_failed(self, plan: Plan, now: float) -> None:
-        """The store could not commit ``plan``: retry later; nothing was accepted."""
-        self.replica.abort(plan)
+    def plan_failed(self, plan: Plan, error: LiberationError, now: float) -> None:
+        """The store could not commit ``plan``: nothing was accepted. Peers' events are retried
+        later (their credit is not returned meanwhile: back-pressure); this node's own intents
+        fail with ``error``."""
+        self.replica.abort(plan, error)
         self._retry_commit_at = now + COMMIT_RETRY_S
 
     def rebuild_committed(self, now: float) -> None:
@@ -767,6 +794,7 @@ class Gossip:
         for session in self.sessions.values():
             if not session.active or session.peer_id == origin:
                 continue
+            self._note_holder(event.id, session.peer_id)
             if session.eager and not lazy_only:
                 self.stats.events_pushed += 1
                 session.queue_event(event.raw, priority)

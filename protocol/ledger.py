@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from protocol import codec
+from protocol.amounts import format_amount
 from protocol.codec import CborValue
 from protocol.errors import (
     DoubleClaim,
@@ -42,6 +43,27 @@ from protocol.journal import Journal
 
 #: Purposes only the pool may use: the distributions of the original specification.
 DISTRIBUTION_PURPOSES = frozenset({"housing", "investment", "weekly"})
+#: Sent once to every account at enrolment.
+ENROLMENT_GRANTS = ("housing", "investment")
+
+#: The original specification's pool and distributions, in minor units (cents).
+POOL_TOTAL = 19_000_000_000_000_00
+WEEKLY_FLOW = 800_00
+HOUSING_CREDIT = 104_000_00
+INVESTMENT_POOL = 104_000_00
+WEEK_S = 7 * 86_400
+
+
+def original_genesis(name: str, period_s: int = WEEK_S) -> Genesis:
+    """A genesis with the original specification's amounts and the given period."""
+    return Genesis(
+        name=name,
+        total=POOL_TOTAL,
+        weekly_flow=WEEKLY_FLOW,
+        housing_credit=HOUSING_CREDIT,
+        investment_pool=INVESTMENT_POOL,
+        period_s=period_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +130,8 @@ class Ledger:
         self.claimed: set[bytes] = set()
         #: Frozen authors and the seq from which their events have no effect.
         self.frozen: dict[bytes, int] = {}
-        #: Accounts the pool has given the enrolment grants (housing and investment).
-        self.granted: set[bytes] = set()
+        #: (account, purpose) of the enrolment grants (housing, investment) the pool has sent.
+        self.granted: set[tuple[bytes, str]] = set()
         #: Latest weekly period the pool has paid each account.
         self.weekly_paid: dict[bytes, int] = {}
         #: Accounts and sends whose rows changed since the last `take_changes`.
@@ -151,7 +173,8 @@ class Ledger:
             available = self.face.get(author, 0)
             if body.amount > available:
                 raise Overdraft(
-                    f"send of {body.amount} exceeds the sender's balance of {available}"
+                    f"send of {format_amount(body.amount)} exceeds the sender's balance "
+                    f"of {format_amount(available)}"
                 )
             return None
         if isinstance(body, Claim):
@@ -242,7 +265,7 @@ class Ledger:
 
     def _note_distribution(self, record: SendRecord) -> None:
         if record.purpose in ("housing", "investment"):
-            self.journal.add(self.granted, record.recipient)
+            self.journal.add(self.granted, (record.recipient, record.purpose))
         elif record.purpose == "weekly":
             period = parse_period(record.memo)
             if period is not None and period > self.weekly_paid.get(record.recipient, -1):
@@ -328,9 +351,11 @@ class Ledger:
     def state_hash(self) -> bytes:
         """SHA-256 of the canonical ledger state: equal on two nodes iff their ledgers agree."""
         if self._state_hash is None:
+            # An account at zero on both views is the same as one never touched.
             balances: list[CborValue] = [
                 [account, self.balance.get(account, 0), self.face.get(account, 0)]
                 for account in sorted(self.face.keys() | self.balance.keys())
+                if self.balance.get(account, 0) or self.face.get(account, 0)
             ]
             # Void sends have no effect, and nodes may hold different ones (archives differ).
             sends: list[CborValue] = [
@@ -345,12 +370,14 @@ class Ledger:
             self._state_hash = hashlib.sha256(document).digest()
         return self._state_hash
 
-    def pending_grants(self) -> list[Account]:
-        """Enrolled, unfrozen accounts that have not yet received the enrolment grants."""
+    def pending_grants(self) -> list[tuple[Account, str]]:
+        """(account, purpose) of enrolment grants not yet sent to enrolled, unfrozen accounts."""
         return [
-            account
+            (account, purpose)
             for account_id, account in sorted(self.accounts.items())
-            if account_id not in self.granted and account_id not in self.frozen
+            if account_id not in self.frozen
+            for purpose in ENROLMENT_GRANTS
+            if (account_id, purpose) not in self.granted
         ]
 
     def weekly_due(self, period: int) -> list[Account]:

@@ -294,8 +294,12 @@ class Replica:
         if plan.rebuild:
             self.needs_rebuild = True
 
-    def abort(self, plan: Plan) -> None:
-        """The store failed: undo ``plan`` and put its items back at the front of the inbox."""
+    def abort(self, plan: Plan, error: LiberationError | None = None) -> None:
+        """The store failed: undo ``plan`` and put its items back at the front of the inbox.
+
+        With ``error``, this node's own intents are not retried but fail with it, so that a caller
+        waiting for an acknowledgement gets a definite answer: not stored.
+        """
         if plan is not self._in_flight:
             raise LocalProtocolError("abort of a plan that is not in flight")
         self.journal.rollback()
@@ -305,8 +309,11 @@ class Replica:
         self._in_flight = None
         for intent in plan.intents:
             intent.event = None
-            intent.error = None
-        self._inbox.extendleft(reversed(plan.items))
+            intent.error = error
+        retry = (
+            plan.items if error is None else [i for i in plan.items if not isinstance(i, Intent)]
+        )
+        self._inbox.extendleft(reversed(retry))
         plan.items = []
 
     def rebuild_ledger(

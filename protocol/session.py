@@ -177,6 +177,7 @@ class Session:
         self._ping_sent_at: dict[int, float] = {}
         self._ping_results: deque[bool] = deque(maxlen=PING_WINDOW)
         self.rtt_s: float | None = None
+        self._rtt_samples: list[float] = []
         # Counters for the status page and metrics.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -306,6 +307,13 @@ class Session:
         sample = now - sent
         self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
         self._ping_results.append(True)
+        if len(self._rtt_samples) < PING_WINDOW:
+            self._rtt_samples.append(sample)
+
+    def take_rtt_samples(self) -> list[float]:
+        """RTT samples since the last call (for the metrics histogram)."""
+        samples, self._rtt_samples = self._rtt_samples, []
+        return samples
 
     @property
     def loss(self) -> float:

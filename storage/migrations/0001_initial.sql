@@ -46,13 +46,12 @@ CREATE TABLE archived_events (
     raw    BLOB    NOT NULL
 );
 
--- Enrolled people ("humans" in the original) and the pool.
+-- Enrolled people ("humans" in the original): node is the node that holds the account's key.
 CREATE TABLE accounts (
     id          BLOB PRIMARY KEY,
     name        TEXT    NOT NULL,
     node        BLOB    NOT NULL,
-    enrolled_at INTEGER NOT NULL,
-    held        INTEGER NOT NULL DEFAULT 0
+    enrolled_at INTEGER NOT NULL
 );
 
 -- Materialised balances, written in the same transaction as the event that changes them.
@@ -80,6 +79,7 @@ CREATE TABLE sends (
 );
 CREATE INDEX sends_recipient ON sends (recipient, state);
 CREATE INDEX sends_sender ON sends (sender, seq);
+CREATE INDEX sends_claim ON sends (claim_id);
 
 -- Broadcast messages ("truth messages" in the original).
 CREATE TABLE messages (
