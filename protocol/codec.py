@@ -45,7 +45,7 @@ def _head(major: int, value: int) -> bytes:
     return bytes((mt | 27,)) + _pack_q(value)
 
 
-def _encode_into(value: CborValue, out: list[bytes]) -> None:
+def _encode_into(value: CborValue, out: list[bytes], depth: int = 0) -> None:
     # bool first: it is a subclass of int.
     if value is True:
         out.append(b"\xf5")
@@ -70,10 +70,14 @@ def _encode_into(value: CborValue, out: list[bytes]) -> None:
         out.append(_head(3, len(raw)))
         out.append(raw)
     elif isinstance(value, list | tuple):
+        if depth >= MAX_DEPTH:
+            raise ValueError("nesting too deep to encode (decode would refuse it)")
         out.append(_head(4, len(value)))
         for item in value:
-            _encode_into(item, out)
+            _encode_into(item, out, depth + 1)
     elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise ValueError("nesting too deep to encode (decode would refuse it)")
         items: list[tuple[bytes, CborValue]] = []
         for key, item in value.items():
             if not isinstance(key, str):
@@ -84,7 +88,7 @@ def _encode_into(value: CborValue, out: list[bytes]) -> None:
         out.append(_head(5, len(items)))
         for encoded_key, item in items:
             out.append(encoded_key)
-            _encode_into(item, out)
+            _encode_into(item, out, depth + 1)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
 

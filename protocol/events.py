@@ -308,8 +308,17 @@ class Event:
         ts: int,
         body: Body,
     ) -> Event:
-        """Sign a new event; the caller chose seq and prev from the author's head."""
+        """Sign a new event; the caller chose seq and prev from the author's head.
+
+        Everything `decode` would refuse is refused here first (MalformedEvent), so this node
+        never signs - and never stores or gossips - an event its peers must reject.
+        """
         body_map = body.to_cbor()
+        type(body).from_cbor(body_map)  # the schema check decode runs
+        if not 1 <= seq < (1 << 63) or not 0 <= ts < (1 << 53) or len(prev) != ID_BYTES:
+            raise MalformedEvent("seq, ts or prev out of range")
+        if (seq == 1) != (prev == ZERO_ID):
+            raise MalformedEvent("prev is all zeros exactly when seq is 1")
         unsigned = _unsigned_encoding(key.public, seq, prev, ts, body.KIND, body_map)
         signing_network = GENESIS_NETWORK if isinstance(body, Genesis) else network_id
         sig = key.sign(DOMAIN_EVENT, signing_network + unsigned)
@@ -326,6 +335,8 @@ class Event:
         Raises DecodeError for bytes that are not a canonical event, MalformedEvent or
         UnknownKind for a well-formed event whose fields break the schema.
         """
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise DecodeError("an event is binary")
         if len(raw) > MAX_EVENT_BYTES:
             raise TooLarge(f"event of {len(raw)} bytes exceeds {MAX_EVENT_BYTES}")
         raw = bytes(raw)
@@ -333,7 +344,8 @@ class Event:
         if not isinstance(value, list) or len(value) != 8:
             raise DecodeError("an event is an array of 8 items")
         version, author, seq, prev, ts, kind, body_map, sig = value
-        if version != EVENT_FORMAT_VERSION:
+        # `True == 1` in Python: without the bool check, 0xf5 would be a second encoding.
+        if isinstance(version, bool) or version != EVENT_FORMAT_VERSION:
             raise DecodeError(f"unknown event format version {version!r}")
         if not isinstance(author, bytes) or len(author) != KEY_BYTES:
             raise DecodeError("event author must be a 32-byte key")

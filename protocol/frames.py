@@ -54,8 +54,8 @@ from protocol.limits import (
 MAX_LINK_NEIGHBOURS = 256
 #: Most addresses in one PEERS frame.
 MAX_PEER_ADDRESSES = 64
-#: Most hosts per node in a PEERS entry.
-MAX_HOSTS_PER_PEER = 8
+#: What a ROUTED frame's payload is.
+ROUTED_KINDS = frozenset({"direct", "ack", "signal"})
 
 
 class FrameType(IntEnum):
@@ -121,6 +121,13 @@ def _list(value: CborValue, name: str, max_items: int) -> list[CborValue]:
     if len(value) > max_items:
         raise TooLarge(f"{name} has more than {max_items} items")
     return value
+
+
+def _routed_kind(value: CborValue) -> str:
+    kind = _text(value, "routed.kind", 16)
+    if kind not in ROUTED_KINDS:
+        raise DecodeError(f"routed.kind must be one of {sorted(ROUTED_KINDS)}")
+    return kind
 
 
 def _ids(value: CborValue, name: str, max_items: int) -> tuple[bytes, ...]:
@@ -419,8 +426,9 @@ class Pong:
 class Routed:
     """A message for one node, relayed hop by hop along the mesh.
 
-    ``src`` signs (dst, msg_id, kind, payload) so that no relay can forge or alter a message or
-    claim another origin; ``ttl`` and ``path`` change at every hop and are not signed.
+    ``src`` signs (dst, msg_id, kind, payload, network_id) so that no relay can forge or alter a
+    message, claim another origin, or carry it into another mesh; ``ttl`` and ``path`` change at
+    every hop and are not signed.
     """
 
     TYPE: ClassVar[FrameType] = FrameType.ROUTED
@@ -434,10 +442,14 @@ class Routed:
     #: What the payload is: "direct", "ack" or "signal".
     kind: str
     payload: bytes
+    #: Id of the genesis of the mesh the message belongs to.
+    network_id: bytes
     sig: bytes
 
     def _signed(self) -> bytes:
-        return codec.encode([self.src, self.dst, self.msg_id, self.kind, self.payload])
+        return codec.encode(
+            [self.src, self.dst, self.msg_id, self.kind, self.payload, self.network_id]
+        )
 
     def fields(self) -> list[CborValue]:
         return [
@@ -448,6 +460,7 @@ class Routed:
             self.msg_id,
             self.kind,
             self.payload,
+            self.network_id,
             self.sig,
         ]
 
@@ -463,9 +476,10 @@ class Routed:
             _uint(f[2], "routed.ttl", MAX_ROUTED_TTL),
             path,
             _bytes(f[4], "routed.msg_id", NONCE_BYTES),
-            _text(f[5], "routed.kind", 16),
+            _routed_kind(f[5]),
             _blob(f[6], "routed.payload", MAX_ROUTED_PAYLOAD_BYTES),
-            _bytes(f[7], "routed.sig", SIGNATURE_BYTES),
+            _bytes(f[7], "routed.network_id", ID_BYTES),
+            _bytes(f[8], "routed.sig", SIGNATURE_BYTES),
         )
 
     @classmethod
@@ -473,15 +487,17 @@ class Routed:
         cls,
         key: SigningKey,
         *,
+        network_id: bytes,
         dst: bytes,
         ttl: int,
         msg_id: bytes,
         kind: str,
         payload: bytes,
     ) -> Routed:
-        unsigned = cls(key.public, dst, ttl, (key.public,), msg_id, kind, payload, b"")
+        path = (key.public,)
+        unsigned = cls(key.public, dst, ttl, path, msg_id, kind, payload, network_id, b"")
         sig = key.sign(DOMAIN_ROUTED, unsigned._signed())
-        return cls(key.public, dst, ttl, (key.public,), msg_id, kind, payload, sig)
+        return cls(key.public, dst, ttl, path, msg_id, kind, payload, network_id, sig)
 
     def signature_valid(self) -> bool:
         return verify(self.src, self.sig, DOMAIN_ROUTED, self._signed())
@@ -805,7 +821,7 @@ FIELD_COUNTS: dict[int, int] = {
     FrameType.GET_RANGE: 3,
     FrameType.PING: 1,
     FrameType.PONG: 1,
-    FrameType.ROUTED: 8,
+    FrameType.ROUTED: 9,
     FrameType.SIGNAL: 8,
     FrameType.BYE: 2,
     FrameType.PRUNE: 0,

@@ -420,11 +420,9 @@ class Gossip:
             session.add_credit(frame.events)
         elif isinstance(frame, Fork):
             self._on_fork(session, frame)
-        elif isinstance(frame, Routed):
-            if not frame.signature_valid():
-                raise RemoteProtocolError("ROUTED signature does not verify", penalty=30)
-            self._effects.append(FrameIn(session.handle, session.peer_id, frame))
-        elif isinstance(frame, Signal | LinkState):
+        elif isinstance(frame, Routed | Signal | LinkState):
+            if frame.network_id not in (self.network_id, ZERO_ID):
+                raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
             if not frame.signature_valid():
                 raise RemoteProtocolError(
                     f"{type(frame).__name__} signature does not verify", penalty=30

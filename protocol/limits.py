@@ -13,8 +13,8 @@ from __future__ import annotations
 #: Protocol version spoken in every frame; HELLO refuses any other.
 PROTOCOL_VERSION = 1
 
-#: Largest data-channel message in bytes: aiortc's SCTP transport advertises a max message size of
-#: 65,536 bytes, so a larger frame could not be sent in one message anyway.
+#: Largest data-channel frame in bytes. 65,536 is what WebRTC assumes when a peer advertises no
+#: max-message-size (aiortc advertises 262,144 but does not enforce it on receipt, so we do).
 MAX_FRAME_BYTES = 65_536
 
 #: Largest encoded event in bytes. SSB caps messages at 8 KiB; our largest body is a 4 KiB post.
@@ -26,8 +26,8 @@ MAX_EVENTS_PER_FRAME = 256
 #: Ids per HAVE or WANT frame (32 bytes each: 8 KiB of ids at most).
 MAX_IDS_PER_FRAME = 256
 
-#: Per-author heads per HEADS frame (about 45 bytes each: 46 KiB at most).
-MAX_HEADS_PER_FRAME = 1_024
+#: Per-author heads per HEADS frame (at most 78 bytes each: about 61 KiB, under MAX_FRAME_BYTES).
+MAX_HEADS_PER_FRAME = 800
 
 #: Events one GET_RANGE may ask for; larger gaps are fetched in several bounded requests.
 MAX_RANGE_EVENTS = 256

@@ -190,7 +190,11 @@ def test_distribution_bookkeeping() -> None:
     ledger = Ledger()
     assert ledger.period_at(0) == 0
     node, pool, _alice, _bob = funded()
-    assert [a.id for a in node.ledger.pending_grants()] == [BOB.public]
+    assert [(a.id, p) for a, p in node.ledger.pending_grants()] == [
+        (ALICE.public, "investment"),
+        (BOB.public, "housing"),
+        (BOB.public, "investment"),
+    ]
     weekly = pool.next(Send(ALICE.public, 80_000, "weekly", period_memo(3)))
     node.feed([weekly])
     assert node.ledger.weekly_paid[ALICE.public] == 3
