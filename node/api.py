@@ -43,6 +43,16 @@ async def handle_metrics(request: web.Request) -> web.Response:
     )
 
 
+async def handle_peers(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    peers = node.peers.status() if node.peers is not None else []
+    return json_response({"peers": peers, "target": node.config.mesh.target_peers})
+
+
+async def handle_topology(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE_KEY].topology())
+
+
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[NODE_KEY] = node
@@ -50,5 +60,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/status", handle_status)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/api/peers", handle_peers)
+    app.router.add_get("/api/topology", handle_topology)
     api_ledger.add_routes(app)
     return app

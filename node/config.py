@@ -148,6 +148,11 @@ class MeshSection:
     max_peers: int = _setting(12, _between(1, 256))
     #: When not empty, the only node ids this node connects to (forces a topology).
     allow_peers: tuple[str, ...] = _setting((), _node_ids)
+    #: Keep-alive: seconds between pings, and of silence after which a peer is dropped.
+    keepalive_s: float = _setting(limits.PING_INTERVAL_S, _between(0.1, 300))
+    dead_after_s: float = _setting(limits.PEER_DEAD_S, _between(0.5, 3600))
+    #: IP addresses WebRTC gathers host candidates on; empty for every address but 127.0.0.1.
+    ice_addresses: tuple[str, ...] = _setting((), _ip_list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,9 @@ class LimitsSection:
     peer_frame_burst: int = _setting(limits.DEFAULT_PEER_FRAME_BURST, _between(1, 1e7))
     peer_bytes_per_s: int = _setting(limits.DEFAULT_PEER_BYTES_PER_S, _between(1024, 1e10))
     max_clock_skew_s: float = _setting(limits.DEFAULT_MAX_CLOCK_SKEW_S, _between(1, 86_400))
+    max_connections_per_address: int = _setting(
+        limits.MAX_CONNECTIONS_PER_ADDRESS, _between(1, 1024)
+    )
 
 
 def _genesis_mode(value: str) -> str | None:
@@ -373,6 +381,11 @@ def load_config(
 
 
 def _cross_check(config: Config) -> str | None:
+    if config.mesh.dead_after_s <= config.mesh.keepalive_s:
+        return (
+            f"[mesh] dead_after_s ({config.mesh.dead_after_s:g}) must exceed "
+            f"[mesh] keepalive_s ({config.mesh.keepalive_s:g})"
+        )
     if config.mesh.target_peers > config.mesh.max_peers:
         return (
             f"[mesh] target_peers ({config.mesh.target_peers}) must not exceed "

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -30,13 +30,17 @@ from node.metrics import Registry
 from node.node_metrics import NodeMetrics
 from protocol.amounts import format_amount
 from protocol.events import Event
-from protocol.gossip import Gossip
+from protocol.frames import Routed
+from protocol.gossip import FrameIn, Gossip
 from protocol.identity import SigningKey
 from protocol.ledger import original_genesis
 from protocol.replica import Intent, Plan, Replica
 from protocol.session import SessionLimits
 from storage.events import EventStore
 from storage.store import Store
+
+if TYPE_CHECKING:
+    from node.peers import PeerManager
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ class Node:
         self.gossip: Gossip | None = None
         self.driver: GossipDriver | None = None
         self.automation: Automation | None = None
+        self.peers: PeerManager | None = None
         self.subscriptions: list[str] = list(config.messages.channels)
         self.ready = False
         self.started_monotonic = time.monotonic()
@@ -102,6 +107,23 @@ class Node:
             self.status_port,
         )
         self._background.append(asyncio.create_task(self._genesis_policy(), name="genesis"))
+        self._background.append(asyncio.create_task(self._start_mesh(), name="mesh"))
+
+    async def _start_mesh(self) -> None:
+        """Start WebRTC, signalling and discovery after the node is ready (heavy imports)."""
+        assert self.driver is not None
+        from node.peers import PeerManager
+
+        manager = PeerManager(self, self.driver)
+        try:
+            await manager.start()
+        except Exception as exc:
+            log.error("the mesh could not start: %s", exc)
+            await manager.stop()
+            return
+        self.peers = manager
+        self.mesh_port = manager.mesh_port
+        log.info("mesh port %s:%d", self.config.mesh.host, manager.mesh_port)
 
     def _start_core(self, key: SigningKey) -> None:
         limits = self.config.limits
@@ -116,6 +138,8 @@ class Node:
                 frames_per_s=limits.peer_frames_per_s,
                 frame_burst=limits.peer_frame_burst,
                 bytes_per_s=limits.peer_bytes_per_s,
+                ping_interval_s=self.config.mesh.keepalive_s,
+                dead_after_s=self.config.mesh.dead_after_s,
             ),
             max_peers=self.config.mesh.max_peers,
             adopt_network=self.config.ledger.genesis != "found",
@@ -159,6 +183,9 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
+        if self.peers is not None:
+            await self.peers.stop()
+            self.peers = None
         if self.automation is not None:
             await self.automation.stop()
             self.automation = None
@@ -257,6 +284,28 @@ class Node:
         if peers and peers <= holders:
             known = max(known, self.known_mesh_size())
         return known
+
+    def topology(self) -> dict[str, Any]:
+        """Nodes and links this node knows (its own links until routing knows more)."""
+        me = self.node_id
+        nodes = [{"id": me, "self": True}]
+        edges = []
+        for session in self.gossip.active_sessions() if self.gossip else []:
+            if session.peer_id is None:
+                continue
+            peer = session.peer_id.hex()
+            nodes.append({"id": peer, "self": False})
+            rtt = session.rtt_s * 1000 if session.rtt_s is not None else None
+            edges.append({"a": me, "b": peer, "latency_ms": rtt, "loss": session.loss})
+        return {"nodes": nodes, "edges": edges}
+
+    def next_hop(self, destination: bytes) -> bytes | None:
+        """The peer to pass a ROUTED frame for ``destination`` to (None: no route known)."""
+        return None
+
+    def on_routed(self, frame: Routed, event: FrameIn) -> None:
+        """A ROUTED message for this node that is not signalling."""
+        log.debug("routed %s message from %s", frame.kind, frame.src.hex()[:8])
 
     def known_mesh_size(self) -> int:
         """Nodes this node knows of in its mesh (itself and its peers until routing knows more)."""

@@ -110,6 +110,9 @@ class SessionLimits:
     frame_burst: int = 1_000
     bytes_per_s: float = 4 * 1024 * 1024
     initial_credit: int = INITIAL_EVENT_CREDIT
+    #: Keep-alive: PING this often; a peer silent for dead_after_s is dropped.
+    ping_interval_s: float = PING_INTERVAL_S
+    dead_after_s: float = PEER_DEAD_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +176,7 @@ class Session:
         self.last_received = now
         self.last_sent = now
         self._ping_nonce = 0
-        self._next_ping_at = now + PING_INTERVAL_S
+        self._next_ping_at = now + self.limits.ping_interval_s
         self._ping_sent_at: dict[int, float] = {}
         self._ping_results: deque[bool] = deque(maxlen=PING_WINDOW)
         self.rtt_s: float | None = None
@@ -251,7 +254,7 @@ class Session:
         self.peer = peer
         self.credit_out = credit
         self.connected_since = now
-        self._next_ping_at = now + PING_INTERVAL_S
+        self._next_ping_at = now + self.limits.ping_interval_s
 
     # --- receiving -------------------------------------------------------------------------------
 
@@ -429,7 +432,7 @@ class Session:
     def next_deadline(self) -> float:
         if self.state is SessionState.HANDSHAKING:
             return self.opened_at + HANDSHAKE_TIMEOUT_S
-        return min(self._next_ping_at, self.last_received + PEER_DEAD_S)
+        return min(self._next_ping_at, self.last_received + self.limits.dead_after_s)
 
     def check_timers(self, now: float) -> RemoteProtocolError | None:
         """Send keep-alives; return an error when the peer must be dropped."""
@@ -439,7 +442,7 @@ class Session:
             return None
         if self.state is not SessionState.ACTIVE:
             return None
-        if now >= self.last_received + PEER_DEAD_S:
+        if now >= self.last_received + self.limits.dead_after_s:
             return RemoteProtocolError(
                 "no frame from the peer", penalty=0, close=CloseReason.TIMEOUT
             )
@@ -450,12 +453,12 @@ class Session:
     def ping(self, now: float) -> None:
         """Probe the peer; pings unanswered for half the dead interval count as lost."""
         for nonce, sent in list(self._ping_sent_at.items()):
-            if now - sent > PEER_DEAD_S / 2:
+            if now - sent > self.limits.dead_after_s / 2:
                 del self._ping_sent_at[nonce]
                 self._ping_results.append(False)
         self._ping_nonce += 1
         self._ping_sent_at[self._ping_nonce] = now
-        self._next_ping_at = now + PING_INTERVAL_S
+        self._next_ping_at = now + self.limits.ping_interval_s
         self.send_frame(Ping(self._ping_nonce))
 
 

@@ -1,0 +1,139 @@
+"""POST /signal under hostile input: every bad offer gets a 4xx and no WebRTC work is done."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bootstrap.signalling import SIGNAL_FRESHNESS_MS
+from node.daemon import Node
+from node.webrtc import RtcPeer, ice_configuration
+from protocol import codec
+from protocol.events import ZERO_ID
+from protocol.frames import Ping, Signal, encode_frame
+from protocol.identity import SigningKey
+from protocol.limits import PROTOCOL_VERSION
+from tests.mesh.harness import loopback, running, start_node
+
+STRANGER = SigningKey.for_label("signalling-stranger")
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    node = await start_node(tmp_path, 0)
+    async with running([node]):
+        yield node
+
+
+async def offer_sdp() -> str:
+    peer = RtcPeer(ice_configuration([], "", ""))
+    try:
+        return await peer.offer()
+    finally:
+        await peer.close()
+
+
+def offer(node: Node, sdp: str, **changes: object) -> Signal:
+    fields: dict[str, object] = {
+        "recipient": node.key.public if node.key else ZERO_ID,
+        "ts": node.gossip.wall_ms(node.driver.now) if node.gossip and node.driver else 0,
+        "session": os.urandom(16),
+        "kind": "offer",
+        "sdp": sdp,
+        "network_id": node.replica.network_id or ZERO_ID,
+    }
+    fields.update(changes)
+    return Signal.create(STRANGER, **fields)  # type: ignore[arg-type]
+
+
+async def post(node: Node, body: bytes, source: str = "127.0.0.90") -> tuple[int, bytes]:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        url = f"http://{loopback(0)}:{node.mesh_port}/signal"
+        async with session.post(url, data=body) as response:
+            return response.status, await response.read()
+
+
+async def test_a_valid_offer_is_answered_once(node: Node) -> None:
+    sdp = await offer_sdp()
+    signal = offer(node, sdp)
+    status, body = await post(node, encode_frame(signal))
+    assert status == 200
+    answer = codec.decode(body)
+    assert isinstance(answer, list)
+    assert answer[:2] == [PROTOCOL_VERSION, 10]
+    status, body = await post(node, encode_frame(signal))
+    assert status == 409
+    assert b"replayed" in body
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "code"),
+    [
+        (lambda node, sdp: b"", 400, b"malformed"),
+        (lambda node, sdp: b"\xff" * 100, 400, b"malformed"),
+        (lambda node, sdp: encode_frame(Ping(1)), 400, b"malformed"),
+        (lambda node, sdp: b"\x00" * 20_000, 413, b"too_large"),
+        (lambda node, sdp: encode_frame(offer(node, sdp, ts=1)), 400, b"stale"),
+        (
+            lambda node, sdp: encode_frame(
+                offer(node, sdp, ts=offer(node, sdp).ts + 2 * SIGNAL_FRESHNESS_MS)
+            ),
+            400,
+            b"stale",
+        ),
+        (
+            lambda node, sdp: encode_frame(offer(node, sdp, recipient=b"\x01" * 32)),
+            421,
+            b"wrong_recipient",
+        ),
+        (
+            lambda node, sdp: encode_frame(offer(node, sdp, network_id=b"\x02" * 32)),
+            403,
+            b"wrong_network",
+        ),
+        (lambda node, sdp: encode_frame(offer(node, sdp, kind="answer")), 400, b"wrong_kind"),
+        (lambda node, sdp: _forged(offer(node, sdp)), 401, b"bad_signature"),
+        (lambda node, sdp: encode_frame(offer(node, "v=0\r\nnot an sdp")), 400, b"bad_sdp"),
+    ],
+    ids=[
+        "empty",
+        "garbage",
+        "other frame",
+        "oversized",
+        "stale",
+        "future",
+        "recipient",
+        "network",
+        "kind",
+        "forged",
+        "bad sdp",
+    ],
+)
+async def test_bad_offers_get_a_4xx(node: Node, make, status: int, code: bytes) -> None:  # type: ignore[no-untyped-def]
+    sdp = await offer_sdp()
+    got, body = await post(node, make(node, sdp))
+    assert got == status, body
+    assert code in body
+    assert not node.gossip.by_peer  # type: ignore[union-attr]
+
+
+def _forged(signal: Signal) -> bytes:
+    from dataclasses import replace
+
+    return encode_frame(replace(signal, sdp=signal.sdp + " "))
+
+
+async def test_one_address_cannot_flood_the_endpoint(node: Node) -> None:
+    statuses = []
+    for _ in range(15):
+        status, _ = await post(node, b"\xff", source="127.0.0.91")
+        statuses.append(status)
+    assert 429 in statuses
+    # Another address is not affected.
+    status, _ = await post(node, b"\xff", source="127.0.0.92")
+    assert status == 400
