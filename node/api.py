@@ -10,10 +10,24 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from node import api_ledger, page
-from node.http import MAX_REQUEST_BYTES, NODE_KEY, error_middleware, error_response, json_response
+from node.errors import DirectFailed
+from node.http import (
+    MAX_REQUEST_BYTES,
+    NODE_KEY,
+    ApiInputError,
+    error_middleware,
+    error_response,
+    json_response,
+    read_json,
+)
+from protocol.identity import KeyFormatError, parse_key_id
+from protocol.limits import MAX_POST_CONTENT_BYTES
+from routing.errors import Unreachable
 
 if TYPE_CHECKING:
     from node.daemon import Node
+    from node.router import Router
+    from routing.routes import Route
 
 
 async def handle_index(request: web.Request) -> web.Response:
@@ -53,6 +67,84 @@ async def handle_topology(request: web.Request) -> web.Response:
     return json_response(request.app[NODE_KEY].topology())
 
 
+def _route_view(route: Route) -> dict[str, object]:
+    return {
+        "destination": route.destination.hex(),
+        "next_hop": route.next_hop.hex() if route.hop_count else None,
+        "path": [hop.hex() for hop in route.path],
+        "hops": route.hop_count,
+        "latency_ms": round(route.total_latency_ms, 3),
+        "reliability": round(route.reliability, 4),
+    }
+
+
+def _router(request: web.Request) -> Router:
+    router = request.app[NODE_KEY].router
+    if router is None:
+        raise ApiInputError("the mesh is not running yet", code="starting", status=503)
+    return router
+
+
+def _node_id(text: str, name: str) -> bytes:
+    try:
+        return parse_key_id(text)
+    except KeyFormatError as exc:
+        raise ApiInputError(f"{name}: {exc}", code="invalid_node") from None
+
+
+async def handle_routes(request: web.Request) -> web.Response:
+    routes = sorted(_router(request).all_routes(), key=lambda r: (r.hop_count, r.destination))
+    return json_response({"routes": [_route_view(r) for r in routes]})
+
+
+async def handle_route(request: web.Request) -> web.Response:
+    destination = _node_id(request.match_info["node"], "node")
+    try:
+        routes = _router(request).routes(destination)
+    except Unreachable:
+        return error_response(404, "unreachable", "no route to that node")
+    except ValueError:
+        return error_response(400, "invalid_node", "that is this node")
+    return json_response(
+        {"destination": destination.hex(), "routes": [_route_view(r) for r in routes]}
+    )
+
+
+async def handle_send_direct(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    extra = sorted(set(body) - {"to", "content"})
+    if extra:
+        raise ApiInputError(f"unknown fields: {', '.join(extra)}", code="unknown_field")
+    to = body.get("to")
+    content = body.get("content")
+    if not isinstance(to, str):
+        raise ApiInputError("field 'to' must be a node id", code="invalid_field")
+    if not isinstance(content, str) or not content:
+        raise ApiInputError("field 'content' must be non-empty text", code="invalid_field")
+    if len(content.encode("utf-8")) > MAX_POST_CONTENT_BYTES:
+        raise ApiInputError("content is longer than 4096 bytes", code="too_large", status=413)
+    destination = _node_id(to, "to")
+    try:
+        delivery = await _router(request).send_direct(destination, content)
+    except DirectFailed as exc:
+        return error_response(404, exc.code, exc.detail)
+    return json_response(
+        {
+            "id": delivery.msg_id.hex(),
+            "to": destination.hex(),
+            "path": [hop.hex() for hop in delivery.route],
+            "hops": max(0, len(delivery.route) - 1),
+            "attempts": delivery.attempts,
+            "rtt_ms": round(delivery.rtt_ms, 3),
+        },
+        status=201,
+    )
+
+
+async def handle_received_direct(request: web.Request) -> web.Response:
+    return json_response({"messages": await _router(request).received()})
+
+
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[NODE_KEY] = node
@@ -62,5 +154,9 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/api/peers", handle_peers)
     app.router.add_get("/api/topology", handle_topology)
+    app.router.add_get("/api/routes", handle_routes)
+    app.router.add_get("/api/routes/{node}", handle_route)
+    app.router.add_post("/api/direct", handle_send_direct)
+    app.router.add_get("/api/direct", handle_received_direct)
     api_ledger.add_routes(app)
     return app

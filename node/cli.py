@@ -255,6 +255,47 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return _show(args, data, lines)
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    data = _client(args).request("POST", "/api/direct", {"to": args.to, "content": args.content})
+    path = " -> ".join(hop[:8] for hop in data["path"])
+    return _show(
+        args, data, [f"delivered in {data['hops']} hops ({data['rtt_ms']:.1f} ms): {path}"]
+    )
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", f"/api/routes/{args.node}")
+    lines = []
+    for rank, route in enumerate(data["routes"]):
+        path = " -> ".join(hop[:8] for hop in route["path"])
+        label = "best" if rank == 0 else f"alt {rank}"
+        lines.append(
+            f"{label:<6} {route['hops']} hops  {route['latency_ms']:8.3f} ms  "
+            f"reliability {route['reliability']:.3f}  {path}"
+        )
+    return _show(args, data, lines)
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/routes")
+    lines = [
+        f"{r['destination']}  {r['hops']} hops  via {(r['next_hop'] or '-')[:16]}  "
+        f"{r['latency_ms']:.3f} ms"
+        for r in data["routes"]
+    ] or ["(no routes yet)"]
+    return _show(args, data, lines)
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/peers")
+    lines = [
+        f"{p['id']}  {p['via']:<9} {p['address']:<24} "
+        f"rtt {p['rtt_ms'] if p['rtt_ms'] is not None else '-'} ms  score {p['score']}"
+        for p in data["peers"]
+    ] or ["(no peers)"]
+    return _show(args, data, lines)
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -351,6 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = commands.add_parser("ledger", help="the ledger summary and state hash")
     _add_client(ledger)
     ledger.set_defaults(handler=cmd_ledger)
+
+    send = commands.add_parser("send", help="send a direct message to one node, hop by hop")
+    _add_client(send)
+    send.add_argument("--to", required=True, metavar="NODE", help="destination node id")
+    send.add_argument("content", help="the message (at most 4 KiB)")
+    send.set_defaults(handler=cmd_send)
+
+    route = commands.add_parser("route", help="the path (and alternates) to a node")
+    _add_client(route)
+    route.add_argument("node", help="destination node id")
+    route.set_defaults(handler=cmd_route)
+
+    routes = commands.add_parser("routes", help="the route table")
+    _add_client(routes)
+    routes.set_defaults(handler=cmd_routes)
+
+    peers = commands.add_parser("peers", help="connected peers")
+    _add_client(peers)
+    peers.set_defaults(handler=cmd_peers)
     return parser
 
 

@@ -41,6 +41,7 @@ from storage.store import Store
 
 if TYPE_CHECKING:
     from node.peers import PeerManager
+    from node.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Node:
         self.driver: GossipDriver | None = None
         self.automation: Automation | None = None
         self.peers: PeerManager | None = None
+        self.router: Router | None = None
         self.subscriptions: list[str] = list(config.messages.channels)
         self.ready = False
         self.started_monotonic = time.monotonic()
@@ -123,6 +125,11 @@ class Node:
             return
         self.peers = manager
         self.mesh_port = manager.mesh_port
+        from node.router import Router
+
+        router = Router(self, self.driver)
+        router.start()
+        self.router = router
         log.info("mesh port %s:%d", self.config.mesh.host, manager.mesh_port)
 
     def _start_core(self, key: SigningKey) -> None:
@@ -183,6 +190,9 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._background.clear()
+        if self.router is not None:
+            await self.router.stop()
+            self.router = None
         if self.peers is not None:
             await self.peers.stop()
             self.peers = None
@@ -287,6 +297,8 @@ class Node:
 
     def topology(self) -> dict[str, Any]:
         """Nodes and links this node knows (its own links until routing knows more)."""
+        if self.router is not None:
+            return self.router.topology()
         me = self.node_id
         nodes = [{"id": me, "self": True}]
         edges = []
@@ -301,16 +313,18 @@ class Node:
 
     def next_hop(self, destination: bytes) -> bytes | None:
         """The peer to pass a ROUTED frame for ``destination`` to (None: no route known)."""
-        return None
+        return self.router.next_hop(destination) if self.router is not None else None
 
     def on_routed(self, frame: Routed, event: FrameIn) -> None:
         """A ROUTED message for this node that is not signalling."""
-        log.debug("routed %s message from %s", frame.kind, frame.src.hex()[:8])
+        if self.router is not None:
+            self.router.deliver(frame, event)
 
     def known_mesh_size(self) -> int:
         """Nodes this node knows of in its mesh (itself and its peers until routing knows more)."""
         peers = len(self.gossip.active_sessions()) if self.gossip else 0
-        return 1 + peers
+        known = self.router.table.topology.node_count if self.router and self.router.table else 0
+        return max(1 + peers, known)
 
     async def refresh_metrics(self) -> None:
         await self.metrics.refresh()

@@ -56,3 +56,9 @@ class UsageError(NodeError):
 
     code = "usage_error"
     exit_code = 2
+
+
+class DirectFailed(NodeError):
+    """A direct message could not be delivered."""
+
+    code = "unreachable"

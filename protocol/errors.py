@@ -195,13 +195,6 @@ class AuthorFrozen(EventRejected):
     penalty = 0
 
 
-class ForkDetected(EventRejected):
-    """Two valid events with the same author and seq; the proof is kept and the author frozen."""
-
-    code = "fork_detected"
-    penalty = 0
-
-
 class LedgerRuleError(EventRejected):
     """An event that breaks a ledger rule."""
 

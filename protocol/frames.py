@@ -306,7 +306,8 @@ class Want:
 
 @dataclass(frozen=True, slots=True)
 class FeedHead:
-    """The latest event this node has of one author (frozen authors report their fork seq)."""
+    """The latest event this node has of one author (a frozen author's head is the event just
+    before its fork)."""
 
     author: bytes
     seq: int

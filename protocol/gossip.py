@@ -66,6 +66,7 @@ from protocol.limits import (
     MAX_IDS_PER_FRAME,
     MAX_MISSING_IDS,
     MAX_RANGE_EVENTS,
+    MAX_RANGES_IN_FLIGHT,
     NONCE_BYTES,
 )
 from protocol.replica import (
@@ -79,10 +80,13 @@ from protocol.replica import (
     RequestKind,
     check_genesis_shape,
 )
-from protocol.session import PeerInfo, Session, SessionLimits, SessionState
+from protocol.session import PeerInfo, Session, SessionLimits, SessionState, truncate_utf8
 
 #: Seconds a GET_RANGE stays "in flight" for dedup; after that the same range may be asked again.
 RANGE_RETRY_S = 5.0
+#: Range requests a session keeps waiting when MAX_RANGES_IN_FLIGHT are out (the rest are
+#: dropped: the next anti-entropy round asks again).
+MAX_WAITING_RANGES = 1_024
 #: Seconds before a failed store commit is retried.
 COMMIT_RETRY_S = 1.0
 #: Score a peer earns for each event it was first to deliver.
@@ -488,6 +492,8 @@ class Gossip:
 
     def _on_events(self, session: Session, frame: Events, now: float) -> None:
         session.take_events(len(frame.events))
+        if frame.reply:
+            self._range_answered(session, now)
         network = self.network_id
         done = 0
         for raw in frame.events:
@@ -619,7 +625,7 @@ class Gossip:
         if error.close is not None:
             self._close(session, error.close, error.detail)
         elif isinstance(error, UnknownFrameType):
-            session.send_frame(Error(error.code, error.detail[:200]))
+            session.send_frame(Error(error.code, truncate_utf8(error.detail, 200)))
 
     def _penalise(
         self, session: Session, points: float, code: str, detail: str, now: float
@@ -679,9 +685,27 @@ class Gossip:
         fetching = self._fetching.get(author)
         if fetching is not None and fetching[0] > now and fetching[1] >= stop:
             return
+        # At most MAX_RANGES_IN_FLIGHT requests to one peer; the rest wait for its answers.
+        while session.ranges_sent and session.ranges_sent[0] < now - RANGE_RETRY_S:
+            session.ranges_sent.popleft()
+        if len(session.ranges_sent) >= MAX_RANGES_IN_FLIGHT:
+            if len(session.ranges_waiting) < MAX_WAITING_RANGES:
+                session.ranges_waiting.append((author, start, stop))
+            return
         self._fetching[author] = (now + RANGE_RETRY_S, stop)
         self.stats.ranges_requested += 1
+        session.ranges_sent.append(now)
         session.send_frame(GetRange(author, start, stop))
+
+    def _range_answered(self, session: Session, now: float) -> None:
+        if session.ranges_sent:
+            session.ranges_sent.popleft()
+        while session.ranges_waiting and len(session.ranges_sent) < MAX_RANGES_IN_FLIGHT:
+            author, start, stop = session.ranges_waiting.popleft()
+            head = self.replica.heads.get(author)
+            if head is not None and head.seq >= stop:
+                continue  # filled in the meantime
+            self._request_range(session, author, start, stop, now)
 
     def sync_now(self, now: float) -> None:
         """Start an anti-entropy round with every peer (also runs periodically)."""

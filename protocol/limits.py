@@ -113,13 +113,14 @@ SCORE_BAN_THRESHOLD = -100
 #: Seconds a banned peer is refused.
 BAN_SECONDS = 600.0
 
-#: Score decay: every second, a negative score moves this fraction of the way back to zero.
+#: Score decay: every second, a score (good or bad) moves this fraction of the way back to zero.
 SCORE_DECAY_PER_S = 0.01
 
 #: Seconds a session may stay in the handshake before it is closed.
 HANDSHAKE_TIMEOUT_S = 10.0
 
-#: Keep-alive: PING after this many idle seconds; a peer is dead after PEER_DEAD_S without a frame.
+#: Keep-alive: PING every this many seconds (RTT and loss come from these); a peer is dead after
+#: PEER_DEAD_S without any frame. Both are configurable ([mesh] keepalive_s, dead_after_s).
 PING_INTERVAL_S = 5.0
 PEER_DEAD_S = 15.0
 

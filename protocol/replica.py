@@ -27,6 +27,7 @@ from protocol.errors import (
     GenesisError,
     LiberationError,
     LocalProtocolError,
+    NotASend,
     WrongNetwork,
 )
 from protocol.events import ZERO_ID, Body, Event, Genesis, Send
@@ -148,7 +149,8 @@ class Plan:
     #: Intents resolved by this plan (their event is among ``accepted``, or they failed).
     intents: list[Intent] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    #: (event id, origin) of events this node already had: Plumtree prunes on these.
+    #: (event id, origin) of events this node already had (statistics; Plumtree prunes on the
+    #: duplicates it sees before they reach the replica).
     duplicates: list[tuple[bytes, bytes | None]] = field(default_factory=list)
     #: Old-seq events whose stored counterpart must be read before they can be judged.
     lookups: list[Incoming] = field(default_factory=list)
@@ -228,7 +230,13 @@ class Replica:
         return (author, seq) in self._pending
 
     def head_triples(self) -> list[tuple[bytes, int, bytes]]:
-        return [(author, head.seq, head.id) for author, head in self.heads.items() if head.seq]
+        """(author, seq, id) of every head; a head moved back by a fork and not yet reloaded
+        from the store (its id unknown for a moment) is left out until the rebuild."""
+        return [
+            (author, head.seq, head.id)
+            for author, head in self.heads.items()
+            if head.seq and len(head.id) == len(ZERO_ID)
+        ]
 
     @property
     def pending_count(self) -> int:
@@ -351,6 +359,7 @@ class Replica:
         elif isinstance(item, OldEvent):
             if item.stored is None or item.stored.id == item.event.id:
                 self._p.duplicates.append((item.event.id, item.origin))
+                self._resolve_claims(item.event)
             else:
                 self._fork(item.event, item.stored, item.origin)
         else:
@@ -397,6 +406,7 @@ class Replica:
         event = item.event
         if event.id in self._recent:
             plan.duplicates.append((event.id, item.origin))
+            self._resolve_claims(event)
             return
         if event.ts > now_ms + self.max_clock_skew_ms:
             self._reject(event, item.origin, ClockSkew("timestamp too far in the future"))
@@ -446,6 +456,12 @@ class Replica:
             self._reject(event, item.origin, exc)
             return
         if isinstance(outcome, Pending):
+            if outcome.send_id in self._recent:
+                # We have that event, and it is not an open send: it is not a send at all.
+                self._reject(
+                    event, item.origin, NotASend("the claim names an event that is not a send")
+                )
+                return
             self._hold(item, waiting_send=outcome.send_id)
             if item.origin is not None:
                 plan.requests.append(Request(item.origin, RequestKind.IDS, ids=(outcome.send_id,)))
@@ -478,8 +494,25 @@ class Replica:
         if successor is not None:
             self.journal.delete(self._pending, successor_key)
             self._ready.append(successor)
+        self._resolve_claims(event)
+
+    def _resolve_claims(self, event: Event) -> None:
+        """Held claims that name ``event``: released if it is a send, refused if it is not."""
+        if event.id not in self._waiting_send:
+            return
         if isinstance(event.body, Send):
             self._release_claims(event.id)
+            return
+        for key in self._waiting_send.get(event.id, ()):
+            waiting = self._pending.get(key)
+            if waiting is not None:
+                self.journal.delete(self._pending, key)
+                self._reject(
+                    waiting.event,
+                    waiting.origin,
+                    NotASend("the claim names an event that is not a send"),
+                )
+        self.journal.delete(self._waiting_send, event.id)
 
     def _release_claims(self, send_id: bytes) -> None:
         for key in self._waiting_send.get(send_id, ()):

@@ -180,6 +180,9 @@ class Session:
         self._ping_sent_at: dict[int, float] = {}
         self._ping_results: deque[bool] = deque(maxlen=PING_WINDOW)
         self.rtt_s: float | None = None
+        # Anti-entropy: when each GET_RANGE in flight was sent, and the requests waiting.
+        self.ranges_sent: deque[float] = deque()
+        self.ranges_waiting: deque[tuple[bytes, int, int]] = deque()
         self._rtt_samples: list[float] = []
         # Counters for the status page and metrics.
         self.bytes_in = 0
@@ -254,7 +257,7 @@ class Session:
         self.peer = peer
         self.credit_out = credit
         self.connected_since = now
-        self._next_ping_at = now + self.limits.ping_interval_s
+        self._next_ping_at = now  # measure the RTT at once: link state and routes need it
 
     # --- receiving -------------------------------------------------------------------------------
 
@@ -419,7 +422,7 @@ class Session:
         if self.state is SessionState.CLOSED:
             return
         if send_bye:
-            self._frames_out.append(encode_frame(Bye(reason, detail[:200])))
+            self._frames_out.append(encode_frame(Bye(reason, truncate_utf8(detail, 200))))
         self._to(SessionState.CLOSED)
         self.close_reason = reason
         self.close_detail = detail
@@ -460,6 +463,11 @@ class Session:
         self._ping_sent_at[self._ping_nonce] = now
         self._next_ping_at = now + self.limits.ping_interval_s
         self.send_frame(Ping(self._ping_nonce))
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
 
 
 def _ignore(handle: int) -> None:

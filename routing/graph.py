@@ -128,6 +128,10 @@ class MeshGraph:
         retired = self._retired.get(record.node)
         return retired is None or record.seq > retired[0]
 
+    def records(self) -> list[LinkState]:
+        """Every live record (to hand a newly connected peer the mesh's link state at once)."""
+        return [entry.record for entry in self._entries.values()]
+
     def links_of(self, node: bytes) -> list[Link]:
         """The confirmed links of ``node`` right now."""
         return list(self._adjacency.get(node, {}).values())

@@ -266,7 +266,7 @@ class EventStore:
         return out
 
     async def stream(self, sql: str, params: Sequence[Any] = ()) -> AsyncIterator[Event]:
-        cursor = await self.store.db.execute(sql, params)
+        cursor = await self.store.reader.execute(sql, params)
         while True:
             rows = await cursor.fetchmany(STREAM_BATCH)
             if not rows:

@@ -7,9 +7,10 @@ through one connection (aiosqlite runs it on its own thread); callers serialise 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
@@ -49,17 +50,30 @@ def migrations() -> list[Migration]:
 
 
 class Store:
-    """Async access to one node's database."""
+    """Async access to one node's database.
+
+    Two connections: one writer, whose transactions are serialised by a lock (several tasks
+    write: the plan committer, routes, direct messages), and one reader, which in WAL mode sees
+    only committed data - a status page never shows half a plan.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise StorageError("the store is not open")
         return self._db
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StorageError("the store is not open")
+        return self._reader
 
     async def open(self) -> None:
         try:
@@ -69,6 +83,9 @@ class Store:
             await self._db.execute("PRAGMA synchronous = FULL")
             await self._db.execute("PRAGMA foreign_keys = ON")
             await self.migrate()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            await self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
             await self.close()
             raise translate(exc) from None
@@ -77,10 +94,12 @@ class Store:
             raise
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            with suppress(sqlite3.Error):
-                await db.close()
+        for attribute in ("_reader", "_db"):
+            db = getattr(self, attribute)
+            if db is not None:
+                setattr(self, attribute, None)
+                with suppress(sqlite3.Error):
+                    await db.close()
 
     async def schema_version(self) -> int:
         cursor = await self.db.execute(
@@ -126,24 +145,25 @@ class Store:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT; any error rolls back and surfaces as a StorageError."""
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise translate(exc) from None
-        try:
-            yield db
-            await db.execute("COMMIT")
-        except BaseException as exc:
-            with suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+        async with self._write_lock:
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
                 raise translate(exc) from None
-            raise
+            try:
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc) from None
+                raise
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
-            cursor = await self.db.execute(sql, params)
+            cursor = await self.reader.execute(sql, params)
             rows = await cursor.fetchall()
         except sqlite3.Error as exc:
             raise translate(exc) from None
@@ -151,17 +171,11 @@ class Store:
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
         try:
-            cursor = await self.db.execute(sql, params)
+            cursor = await self.reader.execute(sql, params)
             row = await cursor.fetchone()
         except sqlite3.Error as exc:
             raise translate(exc) from None
         return row
-
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        try:
-            await self.db.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise translate(exc) from None
 
     # --- meta -------------------------------------------------------------------------------------
 

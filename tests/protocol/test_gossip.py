@@ -383,3 +383,36 @@ def test_peer_limit_refuses_newcomers() -> None:
         sim.connect(0, b)
     sim.run_for(1.0)
     assert len(sim.nodes[0].gossip.by_peer) == 2
+
+
+def test_bye_detail_is_cut_to_bytes_not_characters() -> None:
+    session = Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(),
+        now=0.0,
+    )
+    session.close(CloseReason.PROTOCOL_VIOLATION, "é" * 300)
+    (frame,) = session.drain()
+    from protocol.frames import decode_frame
+
+    decoded = decode_frame(frame)
+    assert len(decoded.detail.encode()) <= 200  # type: ignore[union-attr]
+
+
+def test_range_requests_in_flight_are_bounded() -> None:
+    sim = pair()
+    _a, b = sim.nodes
+    session = session_of(b, 0)
+    from protocol.frames import FeedHead, Heads, heads_digest
+    from protocol.limits import MAX_RANGES_IN_FLIGHT
+
+    heads = tuple(FeedHead(bytes([i]) * 32, 5, bytes([i]) * 32) for i in range(1, 51))
+    frame = Heads(heads_digest([(h.author, h.seq, h.head_id) for h in heads]), heads, True, 0, True)
+    b.gossip.receive(session.handle, encode_frame(frame), sim.now)
+    sent = [f for f in b.gossip.frames_to_send() if codec.decode(f[1])[1] == 6]  # type: ignore[index]
+    assert len(sent) == MAX_RANGES_IN_FLIGHT
+    assert len(session.ranges_waiting) == 50 - MAX_RANGES_IN_FLIGHT

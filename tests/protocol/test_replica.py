@@ -288,3 +288,38 @@ def test_replica_loads_committed_state_after_a_crash() -> None:
     assert restarted.heads == node.replica.heads
     assert restarted.ledger.state_hash() == node.ledger.state_hash()
     assert isinstance(GENESIS.body, Genesis)
+
+
+def test_a_claim_naming_something_other_than_a_send_is_refused() -> None:
+    node = Driven()
+    alice, bob = enroll(ALICE), enroll(BOB)
+    node.feed([*alice.events, *bob.events])
+    enrolment = bob.events[0]
+    from protocol.events import Claim
+
+    bogus = alice.next(Claim(enrolment.id, enrolment.author, enrolment.seq, 5))
+    node.feed([bogus])
+    assert node.replica.pending_count == 0
+    assert "not_a_send" in node.rejected_codes()
+    assert bogus.id not in node.ids()
+
+
+def test_a_head_moved_back_by_a_fork_is_not_announced_until_reloaded() -> None:
+    node = Driven()
+    chain = Chain(NODE)
+    post(chain, "1")
+    post(chain, "2")
+    node.feed(chain.events)
+    branch = Chain(NODE)
+    branch.next(Post("social", 3, "1b"))
+    other_two = branch.next(Post("social", 3, "2b"))
+    replica = node.replica
+    replica.submit(OldEvent(other_two, chain.events[1], b"peer" * 8))
+    plan = replica.build_plan(T0 + 1000)
+    assert plan is not None
+    # Before the rebuild reloads the head from the store, its id is unknown: not announced.
+    assert all(len(head_id) == 32 for _, _, head_id in replica.head_triples())
+    node.store.commit(plan)
+    replica.commit(plan)
+    node.store.rebuild(replica)
+    assert any(author == NODE.public for author, _, _ in replica.head_triples())
