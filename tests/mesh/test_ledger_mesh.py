@@ -182,7 +182,7 @@ async def test_acknowledged_transfers_survive_kill_9(
                 async with session.post(url, json=body) as response:
                     if response.status == 201:
                         acknowledged.append((await response.json())["id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass  # the node died under this request: it was never acknowledged
 
         async def load() -> None:
