@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node import api_ledger, page
+from node import api_ledger, api_stream, page
 from node.errors import DirectFailed
 from node.http import (
     MAX_REQUEST_BYTES,
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 
 
 async def handle_index(request: web.Request) -> web.Response:
-    node = request.app[NODE_KEY]
-    return web.Response(text=page.render(await node.status()), content_type="text/html")
+    return web.Response(text=await page.render(request.app[NODE_KEY]), content_type="text/html")
 
 
 async def handle_status(request: web.Request) -> web.Response:
@@ -159,4 +158,5 @@ def build_app(node: Node) -> web.Application:
     app.router.add_post("/api/direct", handle_send_direct)
     app.router.add_get("/api/direct", handle_received_direct)
     api_ledger.add_routes(app)
+    api_stream.add_routes(app)
     return app

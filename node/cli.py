@@ -162,6 +162,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"peers     {status.get('peers')}",
         f"events    {status.get('events')}",
     ]
+    sync = status.get("sync") or {}
+    if sync.get("syncing"):
+        width = 30
+        filled = int(width * float(sync.get("percent", 0)) / 100)
+        bar = "#" * filled + "-" * (width - filled)
+        lines.append(
+            f"catch-up  [{bar}] {sync.get('percent')}% "
+            f"({sync.get('fetched')} fetched, {sync.get('missing')} to go)"
+        )
     if ledger:
         lines.append(f"pool      {ledger.get('pool_balance')}")
         lines.append(f"accounts  {ledger.get('accounts')}")

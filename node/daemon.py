@@ -267,6 +267,7 @@ class Node:
                 "state_hash": ledger.state_hash().hex(),
             }
         peers = self.gossip.active_sessions() if self.gossip else []
+        sync = self.gossip.sync_progress() if self.gossip else None
         return {
             "node_id": self.node_id,
             "name": self.config.node.name,
@@ -278,6 +279,12 @@ class Node:
             "events": sum(counts.values()),
             "events_by_kind": counts,
             "ledger": summary,
+            "sync": {
+                "syncing": sync.syncing if sync else False,
+                "missing": sync.missing if sync else 0,
+                "fetched": sync.fetched if sync else 0,
+                "percent": sync.percent if sync else 100.0,
+            },
             "status_port": self.status_port,
             "mesh_port": self.mesh_port or self.config.mesh.port,
             "data_dir": str(self.data_dir.path),

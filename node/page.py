@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from node.daemon import Node
 
 STYLE = """
 :root { color-scheme: dark; --bg:#07070f; --panel:#10101f; --line:#23234a; --text:#d8d8f0;
@@ -38,7 +41,12 @@ def _kv(rows: list[tuple[str, Any]]) -> str:
     )
 
 
-def render(status: dict[str, Any]) -> str:
+async def render(node: Node) -> str:
+    """The whole status page for ``node``."""
+    return render_status(await node.status())
+
+
+def render_status(status: dict[str, Any]) -> str:
     events = status.get("events_by_kind", {})
     ledger = status.get("ledger", {})
     event_rows = (

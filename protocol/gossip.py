@@ -205,6 +205,23 @@ Effect = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Catch-up after being away: events still missing, fetched so far, and the total."""
+
+    missing: int
+    fetched: int
+    total: int
+
+    @property
+    def syncing(self) -> bool:
+        return self.missing > 0
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.total == 0 else round(100.0 * self.fetched / self.total, 1)
+
+
 @dataclass
 class _Missing:
     """An event announced by HAVE that has not arrived (Plumtree's missing set)."""
@@ -279,6 +296,10 @@ class Gossip:
         #: Peers known to hold recent events (they sent, announced or were sent them): the
         #: basis of the reach estimate. Oldest entries leave first.
         self._holders: dict[bytes, set[bytes]] = {}
+        #: Catch-up: the highest seq a peer announced for each author we are behind on, and the
+        #: most events we were behind at once in the current catch-up (for a progress figure).
+        self._behind: dict[bytes, int] = {}
+        self._behind_peak = 0
         #: Chain gaps waiting to be fetched: author -> (when, from whom, start, stop).
         self._gaps: dict[bytes, tuple[float, bytes, int, int]] = {}
         #: Sessions with output queued since the last frames_to_send.
@@ -584,6 +605,8 @@ class Gossip:
             if head.author in frozen:
                 continue
             mine = self.replica.heads.get(head.author)
+            if head.seq > (mine.seq if mine else 0) and len(self._behind) < MAX_TRACKED_REACH:
+                self._behind[head.author] = max(self._behind.get(head.author, 0), head.seq)
             if mine is None or mine.seq == 0:
                 self._request_range(session, head.author, 1, head.seq, now)
             elif head.seq > mine.seq:
@@ -943,6 +966,22 @@ class Gossip:
                 session.send_frame(Want(tuple(ids[start : start + MAX_IDS_PER_FRAME]), graft=True))
 
     # --- introspection ---------------------------------------------------------------------------
+
+    def sync_progress(self) -> SyncProgress:
+        """How far this node is in catching up with what its peers announced."""
+        remaining = 0
+        for author, target in list(self._behind.items()):
+            head = self.replica.heads.get(author)
+            left = target - (head.seq if head else 0)
+            if left <= 0 or author in self.replica.ledger.frozen:
+                del self._behind[author]
+            else:
+                remaining += left
+        self._behind_peak = max(self._behind_peak, remaining)
+        peak = self._behind_peak
+        if remaining == 0:
+            self._behind_peak = 0
+        return SyncProgress(remaining, peak - remaining, peak)
 
     def peer_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.state is not SessionState.CLOSED]

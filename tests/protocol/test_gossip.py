@@ -416,3 +416,22 @@ def test_range_requests_in_flight_are_bounded() -> None:
     sent = [f for f in b.gossip.frames_to_send() if codec.decode(f[1])[1] == 6]  # type: ignore[index]
     assert len(sent) == MAX_RANGES_IN_FLIGHT
     assert len(session.ranges_waiting) == 50 - MAX_RANGES_IN_FLIGHT
+
+
+def test_catch_up_progress_counts_down() -> None:
+    sim = Simulation(2, seed=8)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    for i in range(600):
+        sim.post(0, f"before {i}")
+    sim.connect(0, 1)
+    late = sim.nodes[1].gossip
+    seen = []
+
+    def progress() -> bool:
+        state = late.sync_progress()
+        seen.append(state)
+        return len(sim.nodes[1].store.log) >= 601 and not state.syncing
+
+    assert sim.run_until(progress, max_time=30)
+    assert any(s.syncing and 0 < s.percent < 100 for s in seen)
+    assert seen[-1].percent == 100.0
