@@ -19,6 +19,7 @@ from node.http import (
     error_response,
     json_response,
     read_json,
+    schema_middleware,
 )
 from protocol.identity import KeyFormatError, parse_key_id
 from protocol.limits import MAX_POST_CONTENT_BYTES
@@ -54,6 +55,12 @@ async def handle_metrics(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    from node.openapi import document
+
+    return json_response(document())
 
 
 async def handle_peers(request: web.Request) -> web.Response:
@@ -145,12 +152,15 @@ async def handle_received_direct(request: web.Request) -> web.Response:
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, schema_middleware], client_max_size=MAX_REQUEST_BYTES
+    )
     app[NODE_KEY] = node
     app.router.add_get("/", handle_index)
     app.router.add_get("/api/status", handle_status)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/api/openapi.json", handle_openapi)
     app.router.add_get("/api/peers", handle_peers)
     app.router.add_get("/api/topology", handle_topology)
     app.router.add_get("/api/routes", handle_routes)

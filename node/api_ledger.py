@@ -90,7 +90,7 @@ async def _publish(node: Node, intent: Intent) -> Event:
 
 async def create_account(request: web.Request) -> web.Response:
     node = _node(request)
-    body = await read_json(request) if request.can_read_body else {}
+    body = await read_json(request) if request.body_exists else {}
     _only(body, {"name"})
     name = _text_field(body, "name", MAX_NAME_BYTES, default="")
     _require_network(node)

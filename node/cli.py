@@ -55,6 +55,9 @@ class ApiClient:
         self.where = f"{host}:{port}"
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return json.loads(self.raw(method, path, body) or b"null")
+
+    def raw(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1 (validated)
             self.base + path,
@@ -64,7 +67,7 @@ class ApiClient:
         )
         try:
             with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
-                return json.loads(response.read() or b"null")
+                return bytes(response.read())
         except urllib.error.HTTPError as exc:
             try:
                 payload = json.loads(exc.read())
@@ -305,6 +308,58 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return _show(args, data, lines)
 
 
+def cmd_subscriptions(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.set is not None:
+        data = client.request("PUT", "/api/subscriptions", {"channels": args.set})
+    else:
+        data = client.request("GET", "/api/subscriptions")
+    return _show(args, data, [", ".join(data["channels"]) or "(none)"])
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/topology")
+    lines = [f"{len(data['nodes'])} nodes, {len(data['edges'])} links"]
+    lines += [
+        f"  {e['a'][:8]} -- {e['b'][:8]}  {e['latency_ms']} ms  loss {e['loss']}"
+        for e in data["edges"]
+    ]
+    return _show(args, data, lines)
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/direct")
+    lines = [f"{m['from'][:8]} ({m['hops']} hops): {m['content']}" for m in data["messages"]] or [
+        "(no direct messages)"
+    ]
+    return _show(args, data, lines)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    text = _client(args).raw("GET", "/metrics").decode("utf-8", "replace")
+    if not args.json:
+        print(text, end="")
+        return EXIT_OK
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    _print_json(samples)
+    return EXIT_OK
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    data = _client(args).request("GET", "/api/openapi.json")
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    for path, operations in data["paths"].items():
+        for method, operation in operations.items():
+            print(f"{method.upper():<6} {path:<28} {operation.get('summary', '')}")
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -420,6 +475,29 @@ def build_parser() -> argparse.ArgumentParser:
     peers = commands.add_parser("peers", help="connected peers")
     _add_client(peers)
     peers.set_defaults(handler=cmd_peers)
+
+    subscriptions = commands.add_parser("subscriptions", help="show or set channel subscriptions")
+    _add_client(subscriptions)
+    subscriptions.add_argument(
+        "--set", nargs="*", metavar="CHANNEL", help="replace the subscriptions with these channels"
+    )
+    subscriptions.set_defaults(handler=cmd_subscriptions)
+
+    topology = commands.add_parser("topology", help="nodes and links this node knows")
+    _add_client(topology)
+    topology.set_defaults(handler=cmd_topology)
+
+    inbox = commands.add_parser("inbox", help="direct messages this node received")
+    _add_client(inbox)
+    inbox.set_defaults(handler=cmd_inbox)
+
+    metrics = commands.add_parser("metrics", help="the node's Prometheus metrics")
+    _add_client(metrics)
+    metrics.set_defaults(handler=cmd_metrics)
+
+    openapi = commands.add_parser("api", help="the API's endpoints (OpenAPI)")
+    _add_client(openapi)
+    openapi.set_defaults(handler=cmd_openapi)
     return parser
 
 

@@ -83,8 +83,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal error; see the node's log")
 
 
+JSON_BODY = "json_body"
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, validated for size and shape."""
+    """The request's JSON object body, validated for size and shape (read once, then kept)."""
+    cached = request.get(JSON_BODY)
+    if cached is not None:
+        return dict(cached)
     if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
         raise ApiInputError(
             f"request body larger than {MAX_REQUEST_BYTES} bytes", code="too_large", status=413
@@ -102,4 +108,22 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise ApiInputError("request body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiInputError("request body must be a JSON object", code="invalid_json")
+    request[JSON_BODY] = body
     return body
+
+
+@web.middleware
+async def schema_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check a JSON body against its operation's schema in the OpenAPI document first."""
+    from node.openapi import SchemaViolation, request_schema, validate
+
+    resource = request.match_info.route.resource
+    schema = request_schema(resource.canonical, request.method) if resource is not None else None
+    if schema is not None and request.body_exists:
+        body = await read_json(request)
+        try:
+            validate(schema, body)
+        except SchemaViolation as exc:
+            status = 413 if exc.code == "too_large" else 400
+            raise ApiInputError(exc.detail, code=exc.code, status=status) from None
+    return await handler(request)

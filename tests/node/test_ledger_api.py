@@ -109,7 +109,7 @@ async def test_transfer_and_its_errors(api: Api, node: Node) -> None:
         ({"from": "xyz", "to": bob, "amount": "1"}, 400, "invalid_account"),
         ({"from": alice, "to": alice, "amount": "1"}, 422, "malformed_event"),
         ({"from": alice, "to": bob, "amount": "1", "extra": 1}, 400, "unknown_field"),
-        ({"to": bob, "amount": "1"}, 400, "invalid_field"),
+        ({"to": bob, "amount": "1"}, 400, "missing_field"),
     ]
     for body, expected_status, code in cases:
         status, error = await api.call("POST", "/api/transfers", body)
