@@ -21,6 +21,8 @@ from node.http import (
     read_json,
     schema_middleware,
 )
+from protocol.errors import LiberationError
+from protocol.events import Event
 from protocol.identity import KeyFormatError, parse_key_id
 from protocol.limits import MAX_POST_CONTENT_BYTES
 from routing.errors import Unreachable
@@ -151,6 +153,29 @@ async def handle_received_direct(request: web.Request) -> web.Response:
     return json_response({"messages": await _router(request).received()})
 
 
+async def handle_debug_events(request: web.Request) -> web.Response:
+    """Test mode: hand the node signed events as if from nowhere (a fork's halves, say)."""
+    node = request.app[NODE_KEY]
+    body = await read_json(request)
+    raws = body.get("events")
+    if not isinstance(raws, list) or not all(isinstance(r, str) for r in raws) or len(raws) > 256:
+        raise ApiInputError("'events' must be a list of at most 256 hex strings")
+    network = node.replica.network_id
+    if network is None or node.gossip is None or node.driver is None:
+        raise ApiInputError("no genesis yet", code="no_genesis", status=409)
+    events = []
+    for raw in raws:
+        try:
+            event = Event.decode(bytes.fromhex(raw))
+            event.check_signature(network)
+        except (ValueError, LiberationError) as exc:
+            raise ApiInputError(f"not a valid event: {exc}", code="invalid_event") from None
+        events.append(event)
+    node.gossip.submit_events(events, node.driver.now)
+    node.driver.kick()
+    return json_response({"submitted": len(events)}, status=202)
+
+
 def build_app(node: Node) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, schema_middleware], client_max_size=MAX_REQUEST_BYTES
@@ -167,6 +192,8 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/api/routes/{node}", handle_route)
     app.router.add_post("/api/direct", handle_send_direct)
     app.router.add_get("/api/direct", handle_received_direct)
+    if node.config.node.test_mode:
+        app.router.add_post("/api/debug/events", handle_debug_events)
     api_ledger.add_routes(app)
     api_stream.add_routes(app)
     return app

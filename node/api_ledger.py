@@ -14,7 +14,6 @@ from aiohttp import web
 
 from node.http import NODE_KEY, ApiInputError, json_response, read_json
 from protocol.amounts import AmountError, format_amount, parse_amount
-from protocol.errors import LiberationError
 from protocol.events import Enroll, Event, Post, Send, valid_channel
 from protocol.identity import KeyFormatError, parse_key_id
 from protocol.limits import MAX_MEMO_BYTES, MAX_NAME_BYTES, MAX_POST_CONTENT_BYTES
@@ -77,12 +76,11 @@ def _require_network(node: Node) -> None:
 
 
 async def _publish(node: Node, intent: Intent) -> Event:
-    try:
-        return await node.publish(intent)
-    except LiberationError:
-        raise
-    except Exception as exc:  # pragma: no cover - a bug, reported as 500 by the middleware
-        raise RuntimeError(str(exc)) from exc
+    """Publish and wait for the commit; in test mode, record the acknowledgement."""
+    event = await node.publish(intent)
+    if node.history is not None:
+        node.history.record("ack", event.id, kind=event.kind)
+    return event
 
 
 # --- accounts ------------------------------------------------------------------------------------

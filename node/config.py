@@ -132,6 +132,10 @@ class NodeSection:
     #: A name shown to peers and on the status page.
     name: str = _setting("", lambda v: "at most 64 bytes" if len(v.encode()) > 64 else None)
     log_level: str = _setting("info", _log_level)
+    #: Test mode: debug endpoints (POST /api/debug/events). Never on a production node.
+    test_mode: bool = _setting(False)
+    #: Test mode: a file to which the node writes what it did with each event (JSON lines).
+    history_file: Path = _setting(Path())  # noqa: RUF009 - Path is immutable
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +375,13 @@ def load_config(
     problem = _cross_check(config)
     if problem:
         raise ConfigError(problem)
+    history = config.node.history_file
+    if str(history) not in {"", "."} and not history.is_absolute():
+        history_source = merged["node"].get("history_file", (None, "default"))[1]
+        history = (base_dir if history_source == str(path) else Path.cwd()) / history
+        config = dataclasses.replace(
+            config, node=dataclasses.replace(config.node, history_file=history)
+        )
     data_dir = config.node.data_dir
     source = merged["node"].get("data_dir", (None, "default"))[1]
     if str(data_dir) in {"", "."} and source == "default":

@@ -25,6 +25,7 @@ from node.config import Config
 from node.datadir import DataDir, DataDirLock
 from node.engine import GossipDriver
 from node.errors import NodeError
+from node.history import History
 from node.keyring import Keyring
 from node.metrics import Registry
 from node.node_metrics import NodeMetrics
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from node.router import Router
 
 log = logging.getLogger(__name__)
+
+#: Seconds between writes of message spread statistics.
+SPREAD_FLUSH_S = 5.0
 
 
 class Node:
@@ -69,6 +73,8 @@ class Node:
         self.status_port: int | None = None
         self.mesh_port: int | None = None
         self._lock: DataDirLock | None = None
+        self.history: History | None = None
+        self._forwarded: dict[bytes, int] = {}
         self._status_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self._network_known = asyncio.Event()
@@ -91,6 +97,8 @@ class Node:
             if created:
                 log.info("created node key %s", self.key.id)
             self.keyring.load()
+            if str(self.config.node.history_file) not in {"", "."}:
+                self.history = History(self.config.node.history_file, self.key.id)
             await self.store.open()
             await self.events.load(self.replica)
             saved = await self.store.get_meta(SUBSCRIPTIONS_META)
@@ -110,6 +118,7 @@ class Node:
         )
         self._background.append(asyncio.create_task(self._genesis_policy(), name="genesis"))
         self._background.append(asyncio.create_task(self._start_mesh(), name="mesh"))
+        self._background.append(asyncio.create_task(self._flush_spread(), name="spread"))
 
     async def _start_mesh(self) -> None:
         """Start WebRTC, signalling and discovery after the node is ready (heavy imports)."""
@@ -206,6 +215,9 @@ class Node:
             runner, self._status_runner = self._status_runner, None
             await runner.cleanup()
         await self.store.close()
+        if self.history is not None:
+            self.history.close()
+            self.history = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
@@ -213,6 +225,45 @@ class Node:
     def _on_commit(self, plan: Plan) -> None:
         if plan.network_id is not None:
             self._network_known.set()
+        forwarded = self.gossip.last_forwarded if self.gossip else {}
+        for item in plan.accepted:
+            event = item.event
+            if event.kind == "post":
+                count = forwarded.get(event.id, 0)
+                if count:
+                    self._forwarded[event.id] = self._forwarded.get(event.id, 0) + count
+        if self.history is not None:
+            for item in plan.accepted:
+                event = item.event
+                origin = item.origin.hex() if item.origin else "local"
+                self.history.record(
+                    "accept",
+                    event.id,
+                    kind=event.kind,
+                    author=event.author.hex(),
+                    seq=event.seq,
+                    origin=origin,
+                )
+                if event.id in forwarded:
+                    self.history.record("forward", event.id, peers=forwarded[event.id])
+            for rejection in plan.rejected:
+                if rejection.event is not None:
+                    self.history.record(
+                        "reject",
+                        rejection.event.id,
+                        code=rejection.error.code,
+                        origin=rejection.origin.hex() if rejection.origin else "local",
+                    )
+
+    async def _flush_spread(self) -> None:
+        """Write how far each message was forwarded, in batches (statistics, not state)."""
+        while True:
+            await asyncio.sleep(SPREAD_FLUSH_S)
+            counts, self._forwarded = self._forwarded, {}
+            try:
+                await self.events.note_forwarded(counts)
+            except Exception as exc:
+                log.debug("spread statistics not written: %s", exc)
 
     # --- the mesh's genesis ----------------------------------------------------------------------
 

@@ -455,6 +455,33 @@ def _operations() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "/api/debug/events": {
+            "post": {
+                "summary": "Test mode only ([node] test_mode): submit signed events, else 404.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": _obj(
+                                {
+                                    "events": {
+                                        "type": "array",
+                                        "maxItems": 256,
+                                        "items": {"type": "string", "pattern": "^([0-9a-f]{2})+$"},
+                                    }
+                                },
+                                ["events"],
+                            ),
+                            "example": {"events": []},
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(_out({"submitted": INTEGER}, ["submitted"]), "submitted"),
+                    **_errors(400, 404, 409, 413),
+                },
+            }
+        },
         "/api/subscriptions": {
             "get": {
                 "summary": "Channels this node subscribes to.",

@@ -304,6 +304,8 @@ class Gossip:
         self._gaps: dict[bytes, tuple[float, bytes, int, int]] = {}
         #: Sessions with output queued since the last frames_to_send.
         self._busy: set[int] = set()
+        #: Peers each event of the latest committed plan was pushed or announced to.
+        self.last_forwarded: dict[bytes, int] = {}
         #: When the collected HAVE announcements go out (None: nothing collected).
         self._announce_at: float | None = None
 
@@ -749,6 +751,7 @@ class Gossip:
         """The store committed ``plan``: forward what it accepted and act on what it found."""
         items = plan.items
         self.replica.commit(plan)
+        self.last_forwarded = {}
         self.stats.plans_committed += 1
         self.stats.events_accepted += len(plan.accepted)
         self.stats.events_rejected += len(plan.rejected)
@@ -836,10 +839,12 @@ class Gossip:
             if source is not None:
                 source.reward(FIRST_DELIVERY_REWARD, now)
         priority = event_priority(event)
+        forwarded = 0
         for session in self.sessions.values():
             if not session.active or session.peer_id == origin:
                 continue
             self._note_holder(event.id, session.peer_id)
+            forwarded += 1
             if session.eager and not lazy_only:
                 self.stats.events_pushed += 1
                 session.queue_event(event.raw, priority)
@@ -848,6 +853,8 @@ class Gossip:
                 session.announce(event.id)
                 if self._announce_at is None:
                     self._announce_at = now + self.announce_delay_s
+        if forwarded:
+            self.last_forwarded[event.id] = forwarded
 
     def _session_of(self, node_id: bytes) -> Session | None:
         handle = self.by_peer.get(node_id)
