@@ -330,6 +330,14 @@ class Node:
             "events": sum(counts.values()),
             "events_by_kind": counts,
             "ledger": summary,
+            "storage_error": (
+                {
+                    "error": self.driver.last_storage_error.code,
+                    "detail": self.driver.last_storage_error.detail,
+                }
+                if self.driver is not None and self.driver.last_storage_error is not None
+                else None
+            ),
             "sync": {
                 "syncing": sync.syncing if sync else False,
                 "missing": sync.missing if sync else 0,

@@ -53,7 +53,7 @@ def offer(node: Node, sdp: str, **changes: object) -> Signal:
 async def post(node: Node, body: bytes, source: str = "127.0.0.90") -> tuple[int, bytes]:
     connector = aiohttp.TCPConnector(local_addr=(source, 0))
     async with aiohttp.ClientSession(connector=connector) as session:
-        url = f"http://{loopback(0)}:{node.mesh_port}/signal"
+        url = f"http://{node.config.mesh.host}:{node.mesh_port}/signal"
         async with session.post(url, data=body) as response:
             return response.status, await response.read()
 
@@ -137,3 +137,34 @@ async def test_one_address_cannot_flood_the_endpoint(node: Node) -> None:
     # Another address is not affected.
     status, _ = await post(node, b"\xff", source="127.0.0.92")
     assert status == 400
+
+
+async def test_one_address_may_hold_only_so_many_connections(tmp_path: Path) -> None:
+    node = await start_node(tmp_path, 1, limits={"max_connections_per_address": 2})
+    async with running([node]):
+        sdp = await offer_sdp()
+        statuses = []
+        for _ in range(3):
+            statuses.append(
+                (await post(node, encode_frame(offer(node, sdp)), source="127.0.0.93"))[0]
+            )
+        assert statuses[:2] == [200, 200]
+        assert statuses[2] == 429
+
+
+async def test_a_false_mdns_claim_is_not_believed(tmp_path: Path) -> None:
+    """An mDNS record (or a peer) claims node Z lives at B's address: B answers as itself, so the
+    dialler refuses the connection instead of taking B for Z."""
+    from bootstrap.addresses import Via
+
+    a = await start_node(tmp_path, 2)
+    b = await start_node(tmp_path, 3)
+    async with running([a, b]):
+        assert a.peers is not None and a.driver is not None and b.mesh_port is not None
+        claimed = SigningKey.for_label("claimed-node").public
+        entry = a.peers.book.add(loopback(3), b.mesh_port, Via.MDNS, a.driver.now, node_id=claimed)
+        a.peers.wake()
+        from tests.conftest import wait_until
+
+        await wait_until(lambda: entry.failures >= 1, within=20, what="the dial to be refused")
+        assert not a.gossip.by_peer  # type: ignore[union-attr]

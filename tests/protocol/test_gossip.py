@@ -435,3 +435,27 @@ def test_catch_up_progress_counts_down() -> None:
     assert sim.run_until(progress, max_time=30)
     assert any(s.syncing and 0 < s.percent < 100 for s in seen)
     assert seen[-1].percent == 100.0
+
+
+def test_a_relay_cannot_claim_another_origin() -> None:
+    sim = pair()
+    network = sim.nodes[1].replica.network_id
+    assert network is not None
+    from protocol.frames import Routed
+
+    honest = Routed.create(
+        SigningKey.for_label("origin"),
+        network_id=network,
+        dst=sim.nodes[1].key.public,
+        ttl=8,
+        msg_id=bytes(16),
+        kind="direct",
+        payload=b"hi",
+    )
+    from dataclasses import replace
+
+    forged = replace(honest, src=SigningKey.for_label("someone else").public)
+    sim.deliver_raw(0, 1, encode_frame(forged))
+    assert sim.nodes[1].penalties[-1].points == 30
+    sim.deliver_raw(0, 1, encode_frame(replace(honest, network_id=b"\x07" * 32)))
+    assert "another mesh" in sim.nodes[1].penalties[-1].detail
