@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from node.config import parse_host_port
 from node.engine import GossipDriver
 from node.http import error_response
 from node.webrtc import CONNECT_TIMEOUT_S, RtcPeer, ice_configuration, pin_ice_addresses
+from protocol.errors import CloseReason
 from protocol.events import ZERO_ID
 from protocol.frames import PeerAddress, Peers, Routed, Signal, encode_frame
 from protocol.gossip import FrameIn, PeerDown, PeerUp, Penalised
@@ -65,6 +67,16 @@ PEER_EXCHANGE_INTERVAL_S = 30.0
 PEER_EXCHANGE_MIN_S = 3.0
 #: Seconds a lower-priority dialler waits for the other side (the lower node id) to dial first.
 MDNS_YIELD_S = 3.0
+#: Reasons a peer gives for ending a fresh session that count as a failed dial.
+REFUSALS = frozenset(
+    {
+        CloseReason.TOO_MANY_PEERS,
+        CloseReason.BANNED,
+        CloseReason.WRONG_NETWORK,
+        CloseReason.HANDSHAKE_FAILED,
+        CloseReason.INCOMPATIBLE_VERSION,
+    }
+)
 #: Seconds between maintenance rounds when nothing wakes the manager earlier.
 MAINTENANCE_INTERVAL_S = 1.0
 #: Seconds an HTTP signalling request may take.
@@ -86,6 +98,8 @@ class Connection:
     node_id: bytes | None = None
     connected_at: float | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: The address book entry dialled (outbound): credited when the session comes up.
+    entry: Address | None = None
 
 
 class RtcLink:
@@ -134,13 +148,14 @@ class PeerManager:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
-        self._http_runner: web.AppRunner | None = None
         self._client: ClientSession | None = None
         self._mdns: MdnsDiscovery | None = None
         self._next_exchange = 0.0
-        self.mesh_port = config.mesh.port
         #: Makes the WebRTC connections (tests swap in a misbehaving one).
         self.rtc_factory: type[RtcPeer] = RtcPeer
+        #: Every connection made and not yet closed, so that stop() can wait for their closes.
+        self._made: weakref.WeakSet[RtcPeer] = weakref.WeakSet()
+        self._stopping = False
         self.dials = 0
         self.dial_failures = 0
 
@@ -149,7 +164,6 @@ class PeerManager:
     async def start(self) -> None:
         config = self.node.config
         pin_ice_addresses(config.mesh.ice_addresses)
-        await self._start_http()
         connector = TCPConnector(
             local_addr=(config.mesh.host, 0) if _is_specific(config.mesh.host) else None,
             limit=MAX_CONCURRENT_DIALS * 2,
@@ -163,11 +177,12 @@ class PeerManager:
             self.book.add(host, port, Via.BOOTSTRAP, now)
         self.driver.peer_listeners.append(self._on_peer)
         self.driver.frame_listeners.append(self._on_frame)
+        self.gossip.referrals = self._referrals
         self.driver.penalty_listeners.append(self._on_penalty)
         if config.discovery.mdns:
             self._mdns = MdnsDiscovery(
                 self.key.public,
-                self.mesh_port,
+                self.node.mesh_port or config.mesh.port,
                 interfaces=config.discovery.interfaces,
                 on_peer=self._on_mdns_peer,
                 network_id=self.node.replica.network_id,
@@ -180,6 +195,7 @@ class PeerManager:
         self._maintenance = asyncio.create_task(self._maintain(), name="peer-maintenance")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -195,34 +211,25 @@ class PeerManager:
             *(c.rtc.close() for c in list(self.connections.values())), return_exceptions=True
         )
         self.connections.clear()
+        # Connections closed earlier may still be closing: let every close finish.
+        await asyncio.gather(*(rtc.close() for rtc in list(self._made)), return_exceptions=True)
         if self._client is not None:
             await self._client.close()
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
 
-    async def _start_http(self) -> None:
-        config = self.node.config
-        app = web.Application(client_max_size=MAX_SIGNAL_BYTES)
-        app.router.add_post("/signal", self._handle_signal)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, config.mesh.host, config.mesh.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            from node.errors import NodeError
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
-            raise NodeError(
-                f"cannot listen on mesh port {config.mesh.host}:{config.mesh.port}: {exc.strerror}"
-            ) from None
-        self._http_runner = runner
-        sockets = getattr(site._server, "sockets", None) or []
-        self.mesh_port = sockets[0].getsockname()[1] if sockets else config.mesh.port
-        self.gossip.mesh_port = self.mesh_port
+    def _new_rtc(self) -> RtcPeer:
+        rtc = self.rtc_factory(self.ice)
+        self._made.add(rtc)
+        return rtc
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
+        if self._stopping:  # stop() has already cancelled and awaited its tasks
+            task.cancel()
+            return task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -288,7 +295,7 @@ class PeerManager:
     async def _dial(self, entry: Address) -> None:
         self.dials += 1
         connection = Connection(
-            self.rtc_factory(self.ice),
+            self._new_rtc(),
             str(entry),
             entry.via,
             True,
@@ -314,8 +321,9 @@ class PeerManager:
                 )
             await asyncio.wait_for(connection.rtc.opened.wait(), CONNECT_TIMEOUT_S)
             connection.node_id = answer.sender
-            self._attach(connection)
-            self.book.succeeded(entry, answer.sender, self.driver.now)
+            connection.entry = entry
+            entry.node_id = entry.node_id or answer.sender
+            self._attach(connection)  # the backoff resets only once the handshake succeeds
         except (SignalRefused, TimeoutError, ClientError, OSError, ValueError) as exc:
             self.dial_failures += 1
             delay = self.book.failed(entry, self.driver.now)
@@ -402,7 +410,8 @@ class PeerManager:
 
     # --- answering -------------------------------------------------------------------------------
 
-    async def _handle_signal(self, request: web.Request) -> web.StreamResponse:
+    async def handle_signal(self, request: web.Request) -> web.StreamResponse:
+        """POST /signal on the mesh port (the node's server hands requests here)."""
         remote = request.remote or "?"
         try:
             self._rate_check(remote)
@@ -433,6 +442,8 @@ class PeerManager:
             raise SignalRefused("too many connections being set up", code="busy", status=503)
 
     async def _answer(self, offer: Signal, remote: str, via: Via, *, remote_ip: str = "") -> Signal:
+        if self._stopping:
+            raise SignalRefused("shutting down", code="shutting_down", status=503)
         self.gate.check(offer, self._me(), self._now_ms(), kind="offer")
         sender = offer.sender
         now = self.driver.now
@@ -442,9 +453,7 @@ class PeerManager:
             raise SignalRefused("not in this node's allow_peers", code="not_allowed", status=403)
         if sender in self.gossip.by_peer:
             raise SignalRefused("already connected", code="already_connected", status=409)
-        connection = Connection(
-            self.rtc_factory(self.ice), remote, via, False, now, remote_ip=remote_ip
-        )
+        connection = Connection(self._new_rtc(), remote, via, False, now, remote_ip=remote_ip)
         connection.expected = sender
         self.connections[id(connection)] = connection
         try:
@@ -452,6 +461,9 @@ class PeerManager:
         except Exception as exc:  # aiortc raises many kinds on a hostile SDP
             await self._discard(connection)
             raise SignalRefused(f"unusable offer SDP: {_reason(exc)}", code="bad_sdp") from None
+        if self.stopping:  # stop() began during the answer
+            await self._discard(connection)
+            raise SignalRefused("shutting down", code="shutting_down", status=503)
         answer = Signal.create(
             self.key,
             recipient=sender,
@@ -491,8 +503,8 @@ class PeerManager:
         connection.handle = handle
         connection.connected_at = time.time()
         self.by_handle[handle] = connection
-        rtc.on_message = lambda data: self.driver.receive(handle, data)
         rtc.on_close = lambda: self._closed(connection)
+        rtc.set_message_handler(lambda data: self.driver.receive(handle, data))
 
     def _closed(self, connection: Connection) -> None:
         self.connections.pop(id(connection), None)
@@ -511,9 +523,22 @@ class PeerManager:
     # --- events from the gossip engine -----------------------------------------------------------
 
     def _on_peer(self, event: PeerUp | PeerDown) -> None:
+        connection = self.by_handle.get(event.handle)
+        if isinstance(event, PeerDown):
+            entry = connection.entry if connection is not None else None
+            if entry is not None and event.reason in REFUSALS:
+                # A refused handshake is a failed dial: back off instead of redialling at once.
+                delay = self.book.failed(entry, self.driver.now)
+                log.info(
+                    "%s refused us (%s); next try in %.0f s",
+                    entry,
+                    event.reason.name.lower(),
+                    delay,
+                )
         if isinstance(event, PeerUp):
-            connection = self.by_handle.get(event.handle)
             peer = event.peer
+            if connection is not None and connection.entry is not None:
+                self.book.succeeded(connection.entry, peer.node_id, self.driver.now)
             if (
                 connection is not None
                 and not connection.outbound
@@ -536,18 +561,27 @@ class PeerManager:
         who = short_id(penalty.node_id) if penalty.node_id else f"#{penalty.handle}"
         log.info("penalised %s (-%g): %s: %s", who, penalty.points, penalty.code, penalty.detail)
 
+    def _referrals(self, to: bytes) -> Peers | None:
+        """Addresses of our peers, for a node we turn away because we are full."""
+        known = self._known_addresses(exclude=to)
+        return Peers(tuple(known[:64])) if known else None
+
+    def _known_addresses(self, exclude: bytes) -> list[PeerAddress]:
+        known: list[PeerAddress] = []
+        for node_id in self.gossip.by_peer:
+            if node_id == exclude:
+                continue
+            for entry in self.book.for_node(node_id):
+                known.append(PeerAddress(node_id, entry.host[:64], entry.port))
+                break
+        return known
+
     def _send_peers(self, to: bytes, now: float, *, force: bool = False) -> None:
         """Tell a peer the mesh addresses of our other peers (at most every few seconds)."""
         if not force and now - self._exchanged.get(to, -1e9) < PEER_EXCHANGE_MIN_S:
             return
         self._exchanged[to] = now
-        known: list[PeerAddress] = []
-        for node_id in self.gossip.by_peer:
-            if node_id == to:
-                continue
-            for entry in self.book.for_node(node_id):
-                known.append(PeerAddress(node_id, entry.host[:64], entry.port))
-                break
+        known = self._known_addresses(exclude=to)
         if known:
             self.gossip.send_to(to, Peers(tuple(known[:64])))
             self.driver.kick()

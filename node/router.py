@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 #: Seconds between link-state refreshes when nothing changes; records live 4.5 refreshes.
 LINK_STATE_REFRESH_S = 20.0
 LINK_STATE_MAX_AGE_S = 90.0
+#: A neighbour's RTT must more than double (plus this slack) or its loss move this much before a
+#: new record is signed between refreshes.
+RTT_SLACK_US = 2_000
+LOSS_SLACK_PERMILLE = 50
+#: Least seconds between two writes of the route table to SQLite.
+ROUTES_WRITE_INTERVAL_S = 10.0
 #: Least seconds between two link-state records of this node (a flapping link cannot flood).
 LINK_STATE_MIN_INTERVAL_S = 0.2
 #: Seconds the sender of a direct message waits for its acknowledgement before retrying, and
@@ -90,7 +96,8 @@ class Router:
         self.table: RouteTable | None = None
         self.recomputes = 0
         self._seq = 0
-        self._last_sent: tuple[tuple[bytes, int, int], ...] | None = None
+        self._last_sent: dict[bytes, LinkNeighbour] | None = None
+        self._persisted_at = -1e9
         self._last_sent_at = -1e9
         self._pending: dict[bytes, asyncio.Future[tuple[bytes, ...]]] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -131,13 +138,27 @@ class Router:
         neighbours = self._neighbours()
         if self.graph.set_local_links(neighbours):
             self.schedule.changed(now)
-        signature = tuple((n.node, n.rtt_us, n.loss_permille) for n in neighbours)
         due = now - self._last_sent_at >= LINK_STATE_REFRESH_S
-        changed = signature != self._last_sent
+        changed = self._meaningful_change(neighbours)
         if (changed or due) and now - self._last_sent_at >= LINK_STATE_MIN_INTERVAL_S:
             self._announce(neighbours, now)
-            self._last_sent = signature
+            self._last_sent = {n.node: n for n in neighbours}
             self._last_sent_at = now
+
+    def _meaningful_change(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
+        """A new or lost neighbour, or an RTT or loss far from what we last signed: jitter alone
+        must not re-sign and re-flood the record every keep-alive."""
+        last = self._last_sent
+        if last is None or {n.node for n in neighbours} != last.keys():
+            return True
+        for neighbour in neighbours:
+            before = last[neighbour.node]
+            low, high = sorted((before.rtt_us, neighbour.rtt_us))
+            if high > 2 * low + RTT_SLACK_US:
+                return True
+            if abs(neighbour.loss_permille - before.loss_permille) > LOSS_SLACK_PERMILLE:
+                return True
+        return False
 
     def _announce(self, neighbours: tuple[LinkNeighbour, ...], now: float) -> None:
         network = self.gossip.network_id
@@ -199,7 +220,11 @@ class Router:
     def _recompute(self, now: float) -> None:
         self.table = RouteTable(self.graph.topology(), self.me)
         self.recomputes += 1
-        self._persist(self.table)
+        # The stored routes are for reading (the original mesh_routes table); write them at
+        # most every ROUTES_WRITE_INTERVAL_S so they never compete with event commits.
+        if now - self._persisted_at >= ROUTES_WRITE_INTERVAL_S:
+            self._persisted_at = now
+            self._persist(self.table)
 
     def _persist(self, table: RouteTable) -> None:
         rows = []

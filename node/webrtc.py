@@ -37,6 +37,10 @@ CHANNEL_LABEL = "liberation"
 CHANNEL_ID = 0
 #: Seconds from offer to an open channel before the attempt is abandoned.
 CONNECT_TIMEOUT_S = 15.0
+#: Messages kept while no handler is attached yet (a HELLO and a few more at most).
+MAX_EARLY_MESSAGES = 64
+#: Seconds a close waits for an interrupted ICE connect to return (see _stop_late_consent_checks).
+CONSENT_RACE_WAIT_S = 2.0
 
 
 def pin_ice_addresses(addresses: Sequence[str]) -> None:
@@ -86,10 +90,12 @@ class RtcPeer:
         )
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
-        self.on_message: Callable[[bytes], None] = lambda data: None
+        self._on_message: Callable[[bytes], None] | None = None
+        #: Messages that arrived before a handler was set (the peer's HELLO often does: it
+        #: is sent the moment the channel opens, before our side has attached the session).
+        self._early: list[bytes] = []
         self.on_close: Callable[[], None] = lambda: None
         self.remote_fingerprint = ""
-        self._closing = False
         self._close_task: asyncio.Task[None] | None = None
         self.channel.on("open", self.opened.set)
         self.channel.on("message", self._message)
@@ -103,11 +109,26 @@ class RtcPeer:
         assert sctp is not None  # created with the data channel
         return _fingerprint(sctp.transport.getLocalParameters().fingerprints)
 
+    def set_message_handler(self, handler: Callable[[bytes], None]) -> None:
+        """Deliver messages to ``handler``, starting with any that arrived before it was set."""
+        self._on_message = handler
+        early, self._early = self._early, []
+        for data in early:
+            self._deliver(data)
+
     def _message(self, data: object) -> None:
         if not isinstance(data, bytes):
             data = str(data).encode("utf-8", "replace")  # a text message: the decoder refuses it
+        if self._on_message is None:
+            if len(self._early) < MAX_EARLY_MESSAGES:
+                self._early.append(data)
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        assert self._on_message is not None
         try:
-            self.on_message(data)
+            self._on_message(data)
         except Exception:  # never let an exception reach aiortc: it would close the connection
             log.exception("handling a data-channel message failed")
 
@@ -126,8 +147,8 @@ class RtcPeer:
             self.on_close()
         except Exception:
             log.exception("close handler failed")
-        if not self._closing:
-            self._close_task = asyncio.ensure_future(self.close())
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close())
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -157,15 +178,43 @@ class RtcPeer:
         return int(self.channel.bufferedAmount)
 
     async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
+        """Close the connection; every caller waits for the same close, and cancelling a caller
+        never interrupts it (an interrupted close would leave aioice's tasks running)."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
         with contextlib.suppress(Exception):
             await self.pc.close()
+        await _stop_late_consent_checks(self.pc)
         if not self.closed.is_set():
             self.closed.set()
             with contextlib.suppress(Exception):
                 self.on_close()
+
+
+async def _stop_late_consent_checks(pc: RTCPeerConnection) -> None:
+    """Cancel an ICE consent task that started after the close.
+
+    aioice's ``connect()`` may already hold ICE_COMPLETED when ``close()`` runs; it then resumes
+    after the close and starts its consent loop on a connection with no pairs left, which loops
+    forever. Once the ICE transport's ``start()`` has returned, that task exists and is cancelled.
+    """
+    try:
+        ice = pc.sctp.transport.transport  # type: ignore[union-attr]
+        connection = ice._connection
+    except AttributeError:
+        return
+    started = getattr(ice, "_RTCIceTransport__start", None)
+    if isinstance(started, asyncio.Event):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(started.wait(), timeout=CONSENT_RACE_WAIT_S)
+    task = getattr(connection, "_query_consent_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _remote_fingerprint(sdp: str) -> str:

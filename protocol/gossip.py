@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.errors import (
@@ -304,6 +305,9 @@ class Gossip:
         self._gaps: dict[bytes, tuple[float, bytes, int, int]] = {}
         #: Sessions with output queued since the last frames_to_send.
         self._busy: set[int] = set()
+        #: Gives the PEERS frame to send a node we turn away at the peer limit (set by the shell,
+        #: which knows addresses; the engine does not).
+        self.referrals: Callable[[bytes], Peers | None] | None = None
         #: Peers each event of the latest committed plan was pushed or announced to.
         self.last_forwarded: dict[bytes, int] = {}
         #: When the collected HAVE announcements go out (None: nothing collected).
@@ -487,6 +491,11 @@ class Gossip:
                 return
             self._close(existing, CloseReason.DUPLICATE, "replaced by a newer connection")
         if len(self.by_peer) >= self.max_peers and not self._evict_for(now):
+            # Turned away, but not empty-handed: the addresses of our peers come first, so a
+            # newcomer that knew only us can still reach its degree.
+            referrals = self.referrals(info.node_id) if self.referrals is not None else None
+            if referrals is not None:
+                session.send_frame(referrals)
             self._close(session, CloseReason.TOO_MANY_PEERS, "this node is at its peer limit")
             return
         session.activate(info, frame.credit, now)

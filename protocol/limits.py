@@ -100,7 +100,7 @@ GAP_WAIT_S = 0.2
 
 #: Lazy announcements (HAVE) are collected for this long and sent in one frame per peer
 #: (Plumtree batches its IHAVE messages); it adds to the repair path only, never to eager push.
-ANNOUNCE_DELAY_S = 0.01
+ANNOUNCE_DELAY_S = 0.025
 
 #: Default per-peer frame rate (frames per second) and burst, and byte rate (bytes per second).
 DEFAULT_PEER_FRAMES_PER_S = 500.0

@@ -26,8 +26,8 @@ from tests.conftest import cli_command, free_port, make_config, node_env, wait_u
 
 IN_TEST_NETNS = os.environ.get("LIBERATION_TEST_NETNS") == "1"
 #: Fast failure detection for tests (the product defaults are 5 s and 15 s).
-KEEPALIVE_S = 0.5
-DEAD_AFTER_S = 2.5
+KEEPALIVE_S = 1.0
+DEAD_AFTER_S = 5.0
 #: Seconds a node may take to stop before the test fails.
 STOP_BOUND_S = 10.0
 

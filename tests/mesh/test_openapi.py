@@ -50,7 +50,9 @@ async def test_every_documented_operation_answers_as_described(tmp_path: Path) -
         walked = 0
         for path, operations in spec["paths"].items():
             for method, operation in operations.items():
-                url = base + path.replace("{account}", alice).replace("{node}", other)
+                url = base + path.replace("{account}", alice).replace("{node}", other).replace(
+                    "{section}", "node"
+                )
                 body = None
                 if "requestBody" in operation:
                     example = operation["requestBody"]["content"]["application/json"]["example"]
