@@ -46,6 +46,9 @@ class DataDir:
             ) from None
         if not self.path.is_dir():
             raise DataDirError(f"data directory {self.path} is not a directory")
+        for private in (self.path, self.keys):
+            with contextlib.suppress(OSError):  # not ours to change: leave it
+                os.chmod(private, 0o700)
 
     def node_key(self, *, create: bool) -> tuple[SigningKey, bool]:
         """This node's key, and whether it was created now."""
@@ -147,5 +150,12 @@ def write_key(path: Path, key: SigningKey) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        # The rename must reach the disk too, or a power cut could lose the key of an account
+        # whose enrolment the ledger already holds.
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     except OSError as exc:
         raise IdentityError(f"cannot write key file {path}: {exc.strerror}") from None

@@ -1,9 +1,10 @@
 """The event log in SQLite: plans written in one transaction, and the reads gossip and the API need.
 
 `EventStore.commit` writes everything a `Plan` changes - events, feed heads, balances, sends,
-accounts, messages, fork proofs, archive moves - in one ``BEGIN IMMEDIATE ... COMMIT`` under
-``synchronous=FULL``. The plan's events are accepted only once this returns; if it raises, nothing
-of the plan is in the database and the replica rolls back too.
+accounts, messages, fork proofs, archive moves - in one ``BEGIN IMMEDIATE ... COMMIT``, synced to
+disk when the plan holds ledger events (see `_needs_fsync`). The plan's events are accepted only
+once this returns; if it raises, nothing of the plan is in the database and the replica rolls
+back too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aiosqlite
 
 from protocol.events import ZERO_ID, Claim, Enroll, Event, Genesis, Post, Send
 from protocol.ledger import Account, SendRecord, parse_period
-from protocol.replica import ForkProof, Head, Incoming, OldEvent, Plan, Replica
+from protocol.replica import ForkProof, Head, Incoming, OldEvent, Plan, Replica, is_ledger_event
 from storage.errors import CorruptDatabase
 from storage.store import Store
 
@@ -52,7 +53,7 @@ class EventStore:
         if not plan.writes and plan.network_id is None:
             return
         received = time.time() if now is None else now
-        async with self.store.transaction() as db:
+        async with self.store.transaction(durable=_needs_fsync(plan)) as db:
             await self._write(db, plan, received)
 
     async def _write(self, db: aiosqlite.Connection, plan: Plan, received: float) -> None:
@@ -445,6 +446,20 @@ class EventStore:
     async def count_events(self) -> int:
         row = await self.store.fetchone("SELECT COUNT(*) FROM events")
         return int(row[0]) if row else 0
+
+
+def _needs_fsync(plan: Plan) -> bool:
+    """Ledger events and fork proofs are synced to disk before they are acknowledged (they must
+    survive power loss). A plan of messages alone is committed to the WAL without an fsync:
+    it survives a crash of the process, and the next synced commit makes it durable."""
+    return bool(
+        plan.forks
+        or plan.archive_from
+        or plan.balances
+        or plan.send_states
+        or plan.network_id is not None
+        or any(is_ledger_event(item.event) for item in plan.accepted)
+    )
 
 
 def _decode(raw: bytes) -> Event:

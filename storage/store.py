@@ -1,13 +1,15 @@
 """The node's SQLite store: schema migrations, the event log and the materialised state.
 
-One file per node, WAL mode, ``synchronous=FULL``: a commit returns only after the WAL is synced,
-so an event acknowledged after `Store` commits survives kill -9 and power loss alike. All writes go
-through one connection (aiosqlite runs it on its own thread); callers serialise writes.
+One file per node, WAL mode. A durable transaction (the default, and every one holding ledger
+events) runs under ``synchronous=FULL``: its commit returns only after the WAL is synced, so what
+it acknowledged survives kill -9 and power loss alike. All writes go through one connection
+(aiosqlite runs it on its own thread) and a lock serialises its transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -62,6 +64,7 @@ class Store:
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._durable = True
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -78,6 +81,10 @@ class Store:
     async def open(self) -> None:
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            # The ledger is readable by anyone on the mesh anyway, but account activity on this
+            # host is nobody else's business: SQLite gives the -wal and -shm files this mode too.
+            with suppress(OSError):
+                os.chmod(self.path, 0o600)
             await self._db.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = FULL")
@@ -143,10 +150,21 @@ class Store:
         return applied
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; any error rolls back and surfaces as a StorageError."""
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any error rolls back and surfaces as a StorageError.
+
+        ``durable`` (the default) syncs the commit to disk (synchronous=FULL): it survives power
+        loss. Without it the commit survives a crash of the process but not of the machine.
+        """
         async with self._write_lock:
             db = self.db
+            if durable != self._durable:
+                level = "FULL" if durable else "NORMAL"
+                try:
+                    await db.execute(f"PRAGMA synchronous = {level}")
+                except sqlite3.Error as exc:
+                    raise translate(exc) from None
+                self._durable = durable
             try:
                 await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
