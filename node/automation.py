@@ -46,6 +46,8 @@ class Automation:
         self.distributions_made = 0
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: Set once the node has caught up with the mesh (or is alone): automation starts then.
+        self.settled = asyncio.Event()
         self._reported: set[str] = set()
         #: Steps queued and not yet resolved, with when they were queued (so a step is not
         #: queued again while its first intent waits in the inbox).
@@ -69,6 +71,8 @@ class Automation:
     # --- reacting to stored events ---------------------------------------------------------------
 
     def _on_commit(self, plan: Plan) -> None:
+        if not self.settled.is_set():
+            return  # the first round after settling claims and pays whatever is due
         for item in plan.accepted:
             event, body = item.event, item.event.body
             if isinstance(body, Send) and body.to in self.keyring:
@@ -110,6 +114,11 @@ class Automation:
         return pool is not None and pool in self.keyring
 
     async def _run(self) -> None:
+        # Sign nothing until this node has caught up with its peers: after a restore from an
+        # old backup, its own accounts may have signed events it no longer has, and signing at
+        # those seqs again would be a fork.
+        await self.settled.wait()
+        self.catch_up()
         while True:
             try:
                 delay = self.distribute(self._now_ms())

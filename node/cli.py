@@ -363,6 +363,11 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USAGE
+
+
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration file (default: $LIBERATION_CONFIG)"
@@ -412,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     account = commands.add_parser("account", help="accounts held by a running node")
+    account.set_defaults(handler=lambda _args: _help(account))
     account_commands = account.add_subparsers(dest="account_command", metavar="ACTION")
     new = account_commands.add_parser("new", help="create and enrol an account")
     _add_client(new)

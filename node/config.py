@@ -61,7 +61,7 @@ def _loopback(value: str) -> str | None:
     return None
 
 
-def _ip_or_empty(value: str) -> str | None:
+def _ip(value: str) -> str | None:
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -87,7 +87,7 @@ def _ice_urls(values: tuple[str, ...]) -> str | None:
 
 def _ip_list(values: tuple[str, ...]) -> str | None:
     for value in values:
-        problem = _ip_or_empty(value)
+        problem = _ip(value)
         if problem:
             return problem
     return None
@@ -110,7 +110,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
     """Split "HOST:PORT" or "[V6]:PORT"; raises ValueError with a readable message."""
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
-        raise ValueError(f"bootstrap addresses are HOST:PORT, got {text!r}")
+        raise ValueError(f"addresses are HOST:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = int(port_text)
@@ -141,7 +141,7 @@ class NodeSection:
 @dataclass(frozen=True, slots=True)
 class MeshSection:
     #: Address of the signalling endpoint (POST /signal) on the mesh port.
-    host: str = _setting("0.0.0.0", _ip_or_empty)  # noqa: S104 - a mesh node listens on the LAN
+    host: str = _setting("0.0.0.0", _ip)  # noqa: S104 - a mesh node listens on the LAN
     port: int = _setting(8471, _port)
     #: STUN/TURN URLs for Internet use; none on a LAN (aiortc's default STUN server is not used).
     ice_servers: tuple[str, ...] = _setting((), _ice_urls)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from bootstrap.signalling import MAX_SIGNAL_BYTES
 from node import __version__
 from node.api import build_app
 from node.api_ledger import SUBSCRIPTIONS_META
@@ -26,6 +27,7 @@ from node.datadir import DataDir, DataDirLock
 from node.engine import GossipDriver
 from node.errors import NodeError
 from node.history import History
+from node.http import error_response, serve
 from node.keyring import Keyring
 from node.metrics import Registry
 from node.node_metrics import NodeMetrics
@@ -48,6 +50,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between writes of message spread statistics.
 SPREAD_FLUSH_S = 5.0
+#: Longest the automation waits to catch up with peers after start-up before it signs anything,
+#: and the quiet time after the first exchange with a peer that counts as caught up.
+SETTLE_S = 10.0
+SETTLE_QUIET_S = 0.5
 
 
 class Node:
@@ -76,6 +82,7 @@ class Node:
         self.history: History | None = None
         self._forwarded: dict[bytes, int] = {}
         self._status_runner: web.AppRunner | None = None
+        self._mesh_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self._network_known = asyncio.Event()
         self.metrics = NodeMetrics(self.registry, self)
@@ -105,6 +112,7 @@ class Node:
             if saved is not None:
                 self.subscriptions = list(json.loads(saved))
             self._start_core(self.key)
+            await self._start_mesh_server()
             await self._start_status_server()
         except BaseException:
             await self._close_resources()
@@ -120,6 +128,22 @@ class Node:
         self._background.append(asyncio.create_task(self._start_mesh(), name="mesh"))
         self._background.append(asyncio.create_task(self._flush_spread(), name="spread"))
 
+    async def _settle(self) -> None:
+        """Let the automation sign once this node has caught up with its first peers (or
+        SETTLE_S passed, or it has nowhere to find peers)."""
+        assert self.automation is not None
+        assert self.gossip is not None
+        discovery = self.config.discovery
+        if discovery.bootstrap or discovery.mdns:
+            deadline = time.monotonic() + SETTLE_S
+            while time.monotonic() < deadline:
+                if self.gossip.by_peer and not self.gossip.sync_progress().syncing:
+                    await asyncio.sleep(SETTLE_QUIET_S)  # let the first digests be answered
+                    if not self.gossip.sync_progress().syncing:
+                        break
+                await asyncio.sleep(0.1)
+        self.automation.settled.set()
+
     async def _start_mesh(self) -> None:
         """Start WebRTC, signalling and discovery after the node is ready (heavy imports)."""
         assert self.driver is not None
@@ -131,15 +155,17 @@ class Node:
         except Exception as exc:
             log.error("the mesh could not start: %s", exc)
             await manager.stop()
+            if self.automation is not None:
+                self.automation.settled.set()  # alone, then: nothing to catch up with
             return
         self.peers = manager
-        self.mesh_port = manager.mesh_port
+        self._background.append(asyncio.create_task(self._settle(), name="settle"))
         from node.router import Router
 
         router = Router(self, self.driver)
         router.start()
         self.router = router
-        log.info("mesh port %s:%d", self.config.mesh.host, manager.mesh_port)
+        log.info("mesh port %s:%d", self.config.mesh.host, self.mesh_port)
 
     def _start_core(self, key: SigningKey) -> None:
         limits = self.config.limits
@@ -166,25 +192,27 @@ class Node:
         self.metrics.attach(self.driver)
         self.automation = Automation(self.driver, self.keyring)
         self.automation.start()
-        self.automation.catch_up()
 
     async def _start_status_server(self) -> None:
-        app = build_app(self)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.status.host, self.config.status.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise NodeError(
-                f"cannot listen on status port {self.config.status.host}:"
-                f"{self.config.status.port}: {exc.strerror}"
-            ) from None
-        self._status_runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.status_port = sockets[0].getsockname()[1] if sockets else self.config.status.port
+        self._status_runner, self.status_port = await serve(
+            build_app(self), self.config.status.host, self.config.status.port, "status"
+        )
+
+    async def _start_mesh_server(self) -> None:
+        """Bind the mesh (signalling) port before the node reports ready: a port that is taken
+        stops start-up, like the status port. Offers get a 503 until WebRTC is up."""
+        app = web.Application(client_max_size=MAX_SIGNAL_BYTES)
+        app.router.add_post("/signal", self._handle_signal)
+        self._mesh_runner, self.mesh_port = await serve(
+            app, self.config.mesh.host, self.config.mesh.port, "mesh"
+        )
+        if self.gossip is not None:
+            self.gossip.mesh_port = self.mesh_port
+
+    async def _handle_signal(self, request: web.Request) -> web.StreamResponse:
+        if self.peers is None:
+            return error_response(503, "starting", "the mesh is starting; retry shortly")
+        return await self.peers.handle_signal(request)
 
     async def stop(self) -> None:
         was_ready, self.ready = self.ready, False
@@ -211,9 +239,11 @@ class Node:
         if self.driver is not None:
             await self.driver.stop()
             self.driver = None
-        if self._status_runner is not None:
-            runner, self._status_runner = self._status_runner, None
-            await runner.cleanup()
+        for attribute in ("_status_runner", "_mesh_runner"):
+            runner = getattr(self, attribute)
+            if runner is not None:
+                setattr(self, attribute, None)
+                await runner.cleanup()
         await self.store.close()
         if self.history is not None:
             self.history.close()

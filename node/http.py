@@ -83,7 +83,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal error; see the node's log")
 
 
-JSON_BODY = "json_body"
+async def serve(app: web.Application, host: str, port: int, what: str) -> tuple[web.AppRunner, int]:
+    """Start serving ``app``; returns the runner and the bound port (``port`` 0 picks one).
+
+    A port that cannot be bound stops start-up with one line naming it.
+    """
+    from node.errors import NodeError
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise NodeError(f"cannot listen on {what} port {host}:{port}: {exc.strerror}") from None
+    sockets = getattr(site._server, "sockets", None) or []
+    return runner, (sockets[0].getsockname()[1] if sockets else port)
+
+
+JSON_BODY: web.RequestKey[dict[str, Any]] = web.RequestKey("json_body", dict)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:

@@ -53,10 +53,17 @@ class _Metric:
 class Counter(_Metric):
     kind = "counter"
 
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        collect: Callable[[], Iterable[tuple[LabelValues, float]]] | None = None,
+    ) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelValues, float] = {}
-        if not self.labelnames:
+        self._collect = collect
+        if not self.labelnames and collect is None:
             self._values[()] = 0.0
 
     def inc(self, amount: float = 1.0, *labels: str) -> None:
@@ -66,7 +73,10 @@ class Counter(_Metric):
         return self._values.get(labels, 0.0)
 
     def samples(self) -> Iterable[str]:
-        for labels, value in sorted(self._values.items()):
+        values = dict(self._values)
+        if self._collect is not None:
+            values.update(self._collect())
+        for labels, value in sorted(values.items()):
             yield f"{self.name}{_labels(self.labelnames, labels)} {_number(value)}"
 
 
@@ -146,8 +156,14 @@ class Registry:
         self._metrics[metric.name] = metric
         return metric
 
-    def counter(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Counter:
-        return self.register(Counter(name, help_text, labelnames))
+    def counter(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        collect: Callable[[], Iterable[tuple[LabelValues, float]]] | None = None,
+    ) -> Counter:
+        return self.register(Counter(name, help_text, labelnames, collect))
 
     def gauge(
         self,

@@ -36,7 +36,7 @@ class NodeMetrics:
         self.events_stored = m.gauge(
             "liberation_events_stored", "Events in the store, by kind.", ["kind"]
         )
-        m.gauge(
+        m.counter(
             "liberation_frames_received_total",
             "Frames received from peers, by type.",
             ["type"],
@@ -55,7 +55,7 @@ class NodeMetrics:
         self.rejected = m.counter(
             "liberation_events_rejected_total", "Events refused, by error code.", ["code"]
         )
-        m.gauge(
+        m.counter(
             "liberation_duplicates_total",
             "Event payloads received that this node already had.",
             collect=self._duplicates,
@@ -87,7 +87,7 @@ class NodeMetrics:
         self.pending = m.gauge("liberation_pending_events", "Events held waiting for a dependency.")
         self.inbox = m.gauge("liberation_inbox_events", "Events waiting to be judged.")
         self.store_bytes = m.gauge(
-            "liberation_store_bytes", "Size of the database files (db, WAL).", []
+            "liberation_store_bytes", "Size of the database files (db, WAL, shm).", []
         )
         self._driver: GossipDriver | None = None
 

@@ -191,3 +191,31 @@ def test_repo_config_file_is_accepted_by_run_help() -> None:
         "status", "--config", str(REPO / "liberation_node.toml"), "--status-port", str(free_port())
     )
     assert result.returncode == 3
+
+
+def test_mesh_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            cli_command(
+                "run",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--status-port",
+                str(free_port()),
+                "--mesh-port",
+                str(port),
+                "--no-mdns",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=node_env(LIBERATION_MESH_HOST="127.0.0.1"),
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on mesh port 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
