@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint compile
+	bash tests/ensure-chromium.sh
 	bash tests/netns-run.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: $(STAMP)

@@ -33,8 +33,24 @@ if TYPE_CHECKING:
     from routing.routes import Route
 
 
+#: The page loads only its own script and style, and may not be framed.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 async def handle_index(request: web.Request) -> web.Response:
-    return web.Response(text=await page.render(request.app[NODE_KEY]), content_type="text/html")
+    return web.Response(
+        text=await page.render(request.app[NODE_KEY]),
+        content_type="text/html",
+        headers=PAGE_HEADERS,
+    )
 
 
 async def handle_status(request: web.Request) -> web.Response:
@@ -107,12 +123,13 @@ async def handle_routes(request: web.Request) -> web.Response:
 
 async def handle_route(request: web.Request) -> web.Response:
     destination = _node_id(request.match_info["node"], "node")
+    router = _router(request)
+    if destination == router.me:
+        return error_response(400, "invalid_node", "that is this node")
     try:
-        routes = _router(request).routes(destination)
+        routes = router.routes(destination)
     except Unreachable:
         return error_response(404, "unreachable", "no route to that node")
-    except ValueError:
-        return error_response(400, "invalid_node", "that is this node")
     return json_response(
         {"destination": destination.hex(), "routes": [_route_view(r) for r in routes]}
     )

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Most rows one list request returns.
 MAX_LIST = 1_000
+#: Transfers the ledger summary lists (newest first).
+RECENT_TRANSFERS = 20
 SUBSCRIPTIONS_META = "subscriptions"
 
 
@@ -104,7 +106,14 @@ async def create_account(request: web.Request) -> web.Response:
     return json_response({"account": key.id, "event": event.id.hex(), "name": name}, status=201)
 
 
-def _account_view(node: Node, account: bytes) -> dict[str, Any]:
+def enrolled_accounts(node: Node) -> list[bytes]:
+    """Every enrolled account, oldest enrolment first (the order the API and the page list)."""
+    ledger = node.replica.ledger
+    return sorted(ledger.accounts, key=lambda a: (ledger.accounts[a].enrolled_at, a))
+
+
+def account_view(node: Node, account: bytes) -> dict[str, Any]:
+    """One account as the API shows it (the status page reads the same view)."""
     ledger = node.replica.ledger
     info = ledger.accounts.get(account)
     row = ledger.row(account)
@@ -127,12 +136,11 @@ async def list_accounts(request: web.Request) -> web.Response:
     node = _node(request)
     limit = _limit(request)
     held_only = request.query.get("held") in ("1", "true", "yes")
-    ledger = node.replica.ledger
-    ids = sorted(ledger.accounts, key=lambda a: (ledger.accounts[a].enrolled_at, a))
+    ids = enrolled_accounts(node)
     if held_only:
         ids = [a for a in ids if a in node.keyring]
     return json_response(
-        {"accounts": [_account_view(node, a) for a in ids[:limit]], "total": len(ids)}
+        {"accounts": [account_view(node, a) for a in ids[:limit]], "total": len(ids)}
     )
 
 
@@ -142,7 +150,7 @@ async def show_account(request: web.Request) -> web.Response:
     ledger = node.replica.ledger
     if account not in ledger.accounts and account != ledger.pool:
         raise ApiInputError("no such account", code="unknown_account", status=404)
-    view = _account_view(node, account)
+    view = account_view(node, account)
     rows = await node.events.account_history(account, _limit(request))
     view["history"] = [
         {
@@ -202,49 +210,51 @@ async def create_transfer(request: web.Request) -> web.Response:
 
 
 async def ledger_summary(request: web.Request) -> web.Response:
-    node = _node(request)
+    return json_response(await ledger_view(_node(request)))
+
+
+async def ledger_view(node: Node) -> dict[str, Any]:
+    """The ledger summary as the API shows it (the status page reads the same view)."""
     ledger = node.replica.ledger
     if ledger.genesis is None or ledger.pool is None:
-        return json_response({"genesis": None, "state_hash": ledger.state_hash().hex()})
+        return {"genesis": None, "state_hash": ledger.state_hash().hex()}
     genesis = ledger.genesis
     now_ms = node.gossip.wall_ms(node.driver.now) if node.gossip and node.driver else 0
-    recent = await node.events.recent_sends(20)
-    return json_response(
-        {
-            "state_hash": ledger.state_hash().hex(),
-            "network_id": node.replica.network_id.hex() if node.replica.network_id else None,
-            "genesis": {
-                "name": genesis.name,
-                "pool": ledger.pool.hex(),
-                "total": format_amount(genesis.total),
-                "weekly_flow": format_amount(genesis.weekly_flow),
-                "housing_credit": format_amount(genesis.housing_credit),
-                "investment_pool": format_amount(genesis.investment_pool),
-                "period_s": genesis.period_s,
-                "ts": ledger.genesis_ts,
-            },
-            "total": format_amount(ledger.total),
-            "pool_balance": format_amount(ledger.balance.get(ledger.pool, 0)),
-            "unclaimed": format_amount(ledger.unclaimed_total()),
-            "accounts": len(ledger.accounts),
-            "conserved": ledger.conserved(),
-            "period": ledger.period_at(now_ms),
-            "pool_held": ledger.pool in node.keyring,
-            "frozen": [{"author": a.hex(), "seq": s} for a, s in sorted(ledger.frozen.items())],
-            "recent": [
-                {
-                    "send": bytes(r[0]).hex(),
-                    "from": bytes(r[1]).hex(),
-                    "to": bytes(r[2]).hex(),
-                    "amount": format_amount(int(r[3])),
-                    "purpose": str(r[4]),
-                    "ts": int(r[6]),
-                    "state": str(r[7]),
-                }
-                for r in recent
-            ],
-        }
-    )
+    recent = await node.events.recent_sends(RECENT_TRANSFERS)
+    return {
+        "state_hash": ledger.state_hash().hex(),
+        "network_id": node.replica.network_id.hex() if node.replica.network_id else None,
+        "genesis": {
+            "name": genesis.name,
+            "pool": ledger.pool.hex(),
+            "total": format_amount(genesis.total),
+            "weekly_flow": format_amount(genesis.weekly_flow),
+            "housing_credit": format_amount(genesis.housing_credit),
+            "investment_pool": format_amount(genesis.investment_pool),
+            "period_s": genesis.period_s,
+            "ts": ledger.genesis_ts,
+        },
+        "total": format_amount(ledger.total),
+        "pool_balance": format_amount(ledger.balance.get(ledger.pool, 0)),
+        "unclaimed": format_amount(ledger.unclaimed_total()),
+        "accounts": len(ledger.accounts),
+        "conserved": ledger.conserved(),
+        "period": ledger.period_at(now_ms),
+        "pool_held": ledger.pool in node.keyring,
+        "frozen": [{"author": a.hex(), "seq": s} for a, s in sorted(ledger.frozen.items())],
+        "recent": [
+            {
+                "send": bytes(r[0]).hex(),
+                "from": bytes(r[1]).hex(),
+                "to": bytes(r[2]).hex(),
+                "amount": format_amount(int(r[3])),
+                "purpose": str(r[4]),
+                "ts": int(r[6]),
+                "state": str(r[7]),
+            }
+            for r in recent
+        ],
+    }
 
 
 # --- messages ------------------------------------------------------------------------------------

@@ -124,6 +124,48 @@ def _operations() -> dict[str, dict[str, Any]]:
                 "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}},
             }
         },
+        "/api/stream": {
+            "get": {
+                "summary": "Live updates (server-sent events): which page sections changed.",
+                "responses": {
+                    "200": {
+                        "description": "an event stream: `hello`, then `change` events",
+                        "content": {"text/event-stream": {}},
+                    },
+                    **_errors(503),
+                },
+            }
+        },
+        "/fragment/{section}": {
+            "get": {
+                "summary": "One section of the status page as HTML (for live updates).",
+                "parameters": [
+                    {
+                        "name": "section",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "enum": [
+                                "node",
+                                "events",
+                                "routes",
+                                "sync",
+                                "peers",
+                                "topology",
+                                "messages",
+                                "ledger",
+                            ],
+                        },
+                        "example": "node",
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "HTML", "content": {"text/html": {}}},
+                    "404": {"description": "no such section"},
+                },
+            }
+        },
         "/healthz": {
             "get": {
                 "summary": "200 once the node is ready, 503 while it starts.",
