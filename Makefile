@@ -51,8 +51,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Figures for the issues' goals, run by hand (not by CI). The long chaos run is separate:
+# see docs/reliability.md.
 bench: compile
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/protocol.py
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/routing.py
+	bash tests/netns-run.sh $(BIN)/python bench/mesh.py
 
 fuzz: $(STAMP)
 	LIBERATION_FUZZ_ITERATIONS=2000000 $(BIN)/python -m pytest tests/fuzz -q

@@ -45,7 +45,7 @@ from protocol.events import Body, Claim, Enroll, Event, Send
 from protocol.identity import SigningKey
 from protocol.ledger import Ledger, original_genesis
 from protocol.replica import InboxItem, Incoming, Intent, Plan, Replica
-from storage.events import EventStore
+from storage.events import EventStore, send_row
 from storage.store import Store, migrations
 
 #: Every account starts with this much (minor units); transfers move 1..100 cents.
@@ -231,20 +231,7 @@ def floor_rows(plan: Plan, received: float) -> FloorBatch:
         )
         body = event.body
         if isinstance(body, Send):
-            state = plan.send_states.get(event.id, "unclaimed")
-            batch.sends.append(
-                (
-                    event.id,
-                    event.author,
-                    event.seq,
-                    body.to,
-                    body.amount,
-                    body.purpose,
-                    body.memo,
-                    event.ts,
-                    state,
-                )
-            )
+            batch.sends.append(send_row(event, plan.send_states.get(event.id, "unclaimed")))
         elif isinstance(body, Claim):
             batch.claims.append((event.id, body.send))
     batch.balances = [(r.account, r.balance, r.face, r.received, r.sent) for r in plan.balances]

@@ -150,24 +150,7 @@ class EventStore:
         states: dict[bytes, str] | None = None,
         default_state: str = "unclaimed",
     ) -> None:
-        rows = []
-        for event in sends:
-            body = event.body
-            assert isinstance(body, Send)
-            state = (states or {}).get(event.id, default_state)
-            rows.append(
-                (
-                    event.id,
-                    event.author,
-                    event.seq,
-                    body.to,
-                    body.amount,
-                    body.purpose,
-                    body.memo,
-                    event.ts,
-                    state,
-                )
-            )
+        rows = [send_row(event, (states or {}).get(event.id, default_state)) for event in sends]
         if rows:
             await db.executemany(
                 "INSERT OR IGNORE INTO sends "
@@ -446,6 +429,23 @@ class EventStore:
     async def count_events(self) -> int:
         row = await self.store.fetchone("SELECT COUNT(*) FROM events")
         return int(row[0]) if row else 0
+
+
+def send_row(event: Event, state: str) -> tuple[Any, ...]:
+    """The ``sends`` row of a SEND event, in the column order of `_insert_sends`."""
+    body = event.body
+    assert isinstance(body, Send)
+    return (
+        event.id,
+        event.author,
+        event.seq,
+        body.to,
+        body.amount,
+        body.purpose,
+        body.memo,
+        event.ts,
+        state,
+    )
 
 
 def _needs_fsync(plan: Plan) -> bool:

@@ -42,6 +42,7 @@ from protocol.identity import SigningKey
 from tests.chaos import faults
 from tests.chaos.faults import Fault, Shape
 from tests.chaos.netns import HttpError, NetnsHttp, Topology, netem_available
+from tests.mesh.harness import toml_document
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_SCRIPT = Path(__file__).resolve().with_name("load.py")
@@ -100,16 +101,6 @@ def node_env() -> dict[str, str]:
     # stack to its log, the evidence of where it hung.
     env["PYTHONFAULTHANDLER"] = "1"
     return env
-
-
-def toml(sections: dict[str, dict[str, Any]]) -> str:
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def read_only(path: Path) -> sqlite3.Connection:
@@ -181,7 +172,7 @@ class ChaosNode:
             },
         }
         self.config_path = self.dir / "config.toml"
-        self.config_path.write_text(toml(config))
+        self.config_path.write_text(toml_document(config))
 
     @property
     def pid(self) -> int | None:

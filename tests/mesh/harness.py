@@ -95,7 +95,7 @@ class ProcessNode:
         sections["node"] = {"data_dir": str(self.data_dir)}
         sections.setdefault("discovery", {}).setdefault("mdns", False)
         self.config_path = self.data_dir / "config.toml"
-        self.config_path.write_text(_toml(sections))
+        self.config_path.write_text(toml_document(sections))
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
@@ -167,7 +167,7 @@ class ProcessNode:
                 self.process.wait()
 
 
-def _toml(sections: dict[str, dict[str, Any]]) -> str:
+def toml_document(sections: dict[str, dict[str, Any]]) -> str:
     lines: list[str] = []
     for section, values in sections.items():
         lines.append(f"[{section}]")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import cli_command, node_env
-from tests.mesh.harness import DEAD_AFTER_S, KEEPALIVE_S, _toml
+from tests.mesh.harness import DEAD_AFTER_S, KEEPALIVE_S, toml_document
 
 pytestmark = pytest.mark.netns
 
@@ -82,7 +82,7 @@ class NamespacedNode:
             "ledger": {"genesis": "found" if found else "join"},
         }
         self.config = self.data_dir / "config.toml"
-        self.config.write_text(_toml(config))
+        self.config.write_text(toml_document(config))
         self.process = subprocess.Popen(
             ["ip", "netns", "exec", namespace, *cli_command("run", "--config", str(self.config))],
             stdout=subprocess.PIPE,
