@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,8 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between link-state refreshes when nothing changes; records live 4.5 refreshes.
+#: Seconds between link-state refreshes when nothing changes; records live 4.5 refreshes. Each
+#: refresh comes after 75-100% of it at random, so that nodes started together do not flood
+#: their records all at once for ever after.
 LINK_STATE_REFRESH_S = 20.0
+LINK_STATE_REFRESH_JITTER = 0.25
 LINK_STATE_MAX_AGE_S = 90.0
 #: A neighbour's RTT must more than double (plus this slack) or its loss move this much before a
 #: new record is signed between refreshes.
@@ -99,6 +103,8 @@ class Router:
         self._last_sent: dict[bytes, LinkNeighbour] | None = None
         self._persisted_at = -1e9
         self._last_sent_at = -1e9
+        self._rng = random.Random()
+        self._refresh_after = LINK_STATE_REFRESH_S
         self._pending: dict[bytes, asyncio.Future[tuple[bytes, ...]]] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._wake = asyncio.Event()
@@ -108,9 +114,11 @@ class Router:
     def start(self) -> None:
         self.driver.peer_listeners.append(self._on_peer)
         self.driver.frame_listeners.append(self._on_frame)
+        self.gossip.link_state_known = self._known
         self._task = asyncio.create_task(self._run(), name="router")
 
     async def stop(self) -> None:
+        self.gossip.link_state_known = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,12 +146,14 @@ class Router:
         neighbours = self._neighbours()
         if self.graph.set_local_links(neighbours):
             self.schedule.changed(now)
-        due = now - self._last_sent_at >= LINK_STATE_REFRESH_S
+        due = now - self._last_sent_at >= self._refresh_after
         changed = self._meaningful_change(neighbours)
         if (changed or due) and now - self._last_sent_at >= LINK_STATE_MIN_INTERVAL_S:
             self._announce(neighbours, now)
             self._last_sent = {n.node: n for n in neighbours}
             self._last_sent_at = now
+            jitter = LINK_STATE_REFRESH_JITTER * self._rng.random()
+            self._refresh_after = LINK_STATE_REFRESH_S * (1 - jitter)
 
     def _meaningful_change(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
         """A new or lost neighbour, or an RTT or loss far from what we last signed: jitter alone
@@ -179,6 +189,9 @@ class Router:
             for record in self.graph.records():
                 self.gossip.send_to(event.peer.node_id, record)
             self.driver.kick()
+
+    def _known(self, record: LinkState) -> bool:
+        return record.node == self.me or not self.graph.is_newer(record)
 
     def _on_frame(self, event: FrameIn) -> None:
         frame = event.frame
@@ -250,7 +263,9 @@ class Router:
 
         async def write() -> None:
             try:
-                async with self.node.store.transaction() as db:
+                # Derived data, recomputed after any restart: no fsync (it would hold the store's
+                # write lock for the length of one and delay event commits behind it).
+                async with self.node.store.transaction(durable=False) as db:
                     await db.execute("DELETE FROM routes")
                     await db.executemany(
                         "INSERT INTO routes (destination, rank, path, hop_count, "

@@ -308,6 +308,10 @@ class Gossip:
         #: Gives the PEERS frame to send a node we turn away at the peer limit (set by the shell,
         #: which knows addresses; the engine does not).
         self.referrals: Callable[[bytes], Peers | None] | None = None
+        #: Whether a LINK_STATE frame is a copy of a record already held (set by the routing
+        #: layer). Flooding delivers each record once per neighbour: the copies are dropped
+        #: before their signature is checked, since nothing of them would be used.
+        self.link_state_known: Callable[[LinkState], bool] | None = None
         #: Peers each event of the latest committed plan was pushed or announced to.
         self.last_forwarded: dict[bytes, int] = {}
         #: When the collected HAVE announcements go out (None: nothing collected).
@@ -452,6 +456,12 @@ class Gossip:
         elif isinstance(frame, Fork):
             self._on_fork(session, frame)
         elif isinstance(frame, Routed | Signal | LinkState):
+            if (
+                isinstance(frame, LinkState)
+                and self.link_state_known is not None
+                and self.link_state_known(frame)
+            ):
+                return
             if frame.network_id not in (self.network_id, ZERO_ID):
                 raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
             if not frame.signature_valid():

@@ -406,7 +406,7 @@ class EventStore:
         """Record to how many peers each message was forwarded (statistics, not ledger state)."""
         if not counts:
             return
-        async with self.store.transaction() as db:
+        async with self.store.transaction(durable=False) as db:
             await db.executemany(
                 "UPDATE message_spread SET forwarded_to = forwarded_to + ? WHERE message_id = ?",
                 [(count, message_id) for message_id, count in counts.items()],

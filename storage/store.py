@@ -24,6 +24,13 @@ import aiosqlite
 from storage.errors import MigrationError, StorageError, translate
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: Seconds between background WAL checkpoints. SQLite's own checkpoint runs inside the commit that
+#: crosses its threshold and holds that commit (and every write queued behind it) for the length
+#: of copying the WAL into the database and syncing it; a separate connection does it instead.
+CHECKPOINT_INTERVAL_S = 1.0
+#: WAL pages from which a commit checkpoints by itself after all: the safety net for a background
+#: checkpointer that fell behind (40 MB at 4 KiB pages).
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +61,18 @@ def migrations() -> list[Migration]:
 class Store:
     """Async access to one node's database.
 
-    Two connections: one writer, whose transactions are serialised by a lock (several tasks
-    write: the plan committer, routes, direct messages), and one reader, which in WAL mode sees
-    only committed data - a status page never shows half a plan.
+    Three connections: one writer, whose transactions are serialised by a lock (several tasks
+    write: the plan committer, routes, direct messages); one reader, which in WAL mode sees only
+    committed data - a status page never shows half a plan; and one that checkpoints the WAL in
+    the background, so that commits never wait for a checkpoint.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         self._durable = True
 
@@ -89,10 +99,17 @@ class Store:
             await self._db.execute("PRAGMA journal_mode = WAL")
             await self._db.execute("PRAGMA synchronous = FULL")
             await self._db.execute("PRAGMA foreign_keys = ON")
+            await self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             await self.migrate()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             await self._reader.execute("PRAGMA query_only = ON")
+            self._checkpointer = await aiosqlite.connect(self.path, isolation_level=None)
+            # FULL: the database file is synced before the WAL it copied may be reused.
+            await self._checkpointer.execute("PRAGMA synchronous = FULL")
+            self._checkpoints = asyncio.create_task(
+                self._checkpoint_loop(self._checkpointer), name="wal-checkpoints"
+            )
         except sqlite3.Error as exc:
             await self.close()
             raise translate(exc) from None
@@ -100,8 +117,21 @@ class Store:
             await self.close()
             raise
 
+    async def _checkpoint_loop(self, db: aiosqlite.Connection) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            # PASSIVE: copies what no reader still needs and never blocks the writer; a busy or
+            # full disk only means this round did nothing (the commits report such errors).
+            with suppress(sqlite3.Error):
+                await db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def close(self) -> None:
-        for attribute in ("_reader", "_db"):
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
+        for attribute in ("_checkpointer", "_reader", "_db"):
             db = getattr(self, attribute)
             if db is not None:
                 setattr(self, attribute, None)

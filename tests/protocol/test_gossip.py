@@ -459,3 +459,32 @@ def test_a_relay_cannot_claim_another_origin() -> None:
     assert sim.nodes[1].penalties[-1].points == 30
     sim.deliver_raw(0, 1, encode_frame(replace(honest, network_id=b"\x07" * 32)))
     assert "another mesh" in sim.nodes[1].penalties[-1].detail
+
+
+def test_copies_of_a_known_link_state_record_are_dropped_before_verifying() -> None:
+    """Flooding brings each record once per neighbour: the routing layer says which it holds,
+    and those copies cost no signature check (a forged copy of a held record changes nothing);
+    a record it does not hold is still verified and a bad signature still penalised."""
+    from dataclasses import replace
+
+    from protocol.frames import LinkNeighbour, LinkState
+
+    sim = pair()
+    network = sim.nodes[1].replica.network_id
+    assert network is not None
+    record = LinkState.create(
+        SigningKey.for_label("router"),
+        seq=7,
+        ts=T0,
+        neighbours=(LinkNeighbour(sim.nodes[0].key.public, 1_000, 0),),
+        network_id=network,
+    )
+    forged = replace(record, sig=bytes(64))
+    receiver = sim.nodes[1]
+    receiver.gossip.link_state_known = lambda frame: frame.seq <= 7
+    before = len(receiver.penalties)
+    sim.deliver_raw(0, 1, encode_frame(forged))
+    assert len(receiver.penalties) == before
+    receiver.gossip.link_state_known = lambda frame: False
+    sim.deliver_raw(0, 1, encode_frame(forged))
+    assert receiver.penalties[-1].points == 30
