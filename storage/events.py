@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from protocol.events import ZERO_ID, Claim, Enroll, Event, Genesis, Post, Send
 from protocol.ledger import Account, SendRecord, parse_period
 from protocol.replica import ForkProof, Head, Incoming, OldEvent, Plan, Replica, is_ledger_event
@@ -53,53 +51,52 @@ class EventStore:
         if not plan.writes and plan.network_id is None:
             return
         received = time.time() if now is None else now
-        async with self.store.transaction(durable=_needs_fsync(plan)) as db:
-            await self._write(db, plan, received)
+        await self.store.run(lambda db: self._write(db, plan, received), durable=_needs_fsync(plan))
 
-    async def _write(self, db: aiosqlite.Connection, plan: Plan, received: float) -> None:
+    def _write(self, db: sqlite3.Connection, plan: Plan, received: float) -> None:
         events = [item.event for item in plan.accepted]
-        await db.executemany(
+        db.executemany(
             "INSERT INTO events (id, author, seq, kind, ts, raw, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.id, e.author, e.seq, e.kind, e.ts, e.raw, received) for e in events],
         )
         if plan.archived:
             # Before the claims below: a claim in this plan may name an archived send.
-            await db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO archived_events (id, author, seq, raw) VALUES (?, ?, ?, ?)",
                 [(e.id, e.author, e.seq, e.raw) for e in plan.archived],
             )
-            await self._insert_sends(
+            self._insert_sends(
                 db, [e for e in plan.archived if isinstance(e.body, Send)], default_state="void"
             )
-        await self._write_derived(db, plan.accepted, plan.send_states, received)
+        self._write_derived(db, plan.accepted, plan.send_states, received)
         if plan.network_id is not None:
             genesis = next(e for e in events if e.id == plan.network_id)
-            await db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [("network_id", plan.network_id), ("genesis", genesis.raw)],
             )
         for proof in plan.forks:
-            await db.execute(
+            db.execute(
                 "INSERT INTO fork_proofs (author, seq, event_a, event_b, detected_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (author) DO UPDATE SET "
                 "seq = excluded.seq, event_a = excluded.event_a, event_b = excluded.event_b, "
                 "detected_at = excluded.detected_at WHERE excluded.seq <= fork_proofs.seq",
                 (proof.author, proof.seq, proof.event_a.raw, proof.event_b.raw, received),
             )
-        await db.executemany(
+        db.executemany(
             "INSERT INTO feed_heads (author, seq, head_id, frozen_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head_id = excluded.head_id, "
             "frozen_at = excluded.frozen_at",
             [(h.author, h.seq, h.head_id, h.frozen_at) for h in plan.heads.values()],
         )
         for author, seq in plan.archive_from.items():
-            await self._archive(db, author, seq)
-        await self._write_ledger(db, plan)
+            self._archive(db, author, seq)
+        self._write_ledger(db, plan)
 
-    async def _write_derived(
+    def _write_derived(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         accepted: list[Incoming],
         send_states: dict[bytes, str],
         received: float,
@@ -123,28 +120,28 @@ class EventStore:
                 )
                 spread.append((event.id, received, item.origin))
         if accounts:
-            await db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO accounts (id, name, node, enrolled_at) VALUES (?, ?, ?, ?)",
                 accounts,
             )
-        await self._insert_sends(db, sends, states=send_states)
+        self._insert_sends(db, sends, states=send_states)
         if claims:
-            await db.executemany("UPDATE sends SET claim_id = ? WHERE id = ?", claims)
+            db.executemany("UPDATE sends SET claim_id = ? WHERE id = ?", claims)
         if messages:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO messages (id, author, channel, priority, content, ts) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 messages,
             )
-            await db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO message_spread (message_id, first_seen, from_peer) "
                 "VALUES (?, ?, ?)",
                 spread,
             )
 
-    async def _insert_sends(
+    def _insert_sends(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         sends: list[Event],
         *,
         states: dict[bytes, str] | None = None,
@@ -152,34 +149,34 @@ class EventStore:
     ) -> None:
         rows = [send_row(event, (states or {}).get(event.id, default_state)) for event in sends]
         if rows:
-            await db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO sends "
                 "(id, sender, seq, recipient, amount, purpose, memo, ts, state) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
 
-    async def _archive(self, db: aiosqlite.Connection, author: bytes, seq: int) -> None:
+    def _archive(self, db: sqlite3.Connection, author: bytes, seq: int) -> None:
         """Move a frozen author's events from ``seq`` on out of the log."""
-        await db.execute(
+        db.execute(
             "INSERT OR IGNORE INTO archived_events (id, author, seq, raw) "
             "SELECT id, author, seq, raw FROM events WHERE author = ? AND seq >= ?",
             (author, seq),
         )
-        await db.execute(
+        db.execute(
             "DELETE FROM messages WHERE id IN "
             "(SELECT id FROM events WHERE author = ? AND seq >= ?)",
             (author, seq),
         )
-        await db.execute("DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
+        db.execute("DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
         if seq <= 1:
-            await db.execute("DELETE FROM accounts WHERE id = ?", (author,))
-        cursor = await db.execute(
+            db.execute("DELETE FROM accounts WHERE id = ?", (author,))
+        cursor = db.execute(
             "SELECT seq, id FROM events WHERE author = ? ORDER BY seq DESC LIMIT 1", (author,)
         )
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
         head_seq, head_id = (int(row[0]), bytes(row[1])) if row else (0, ZERO_ID)
-        await db.execute(
+        db.execute(
             "INSERT INTO feed_heads (author, seq, head_id, frozen_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (author) DO UPDATE SET seq = excluded.seq, head_id = excluded.head_id, "
             "frozen_at = MIN(COALESCE(feed_heads.frozen_at, excluded.frozen_at), "
@@ -187,9 +184,9 @@ class EventStore:
             (author, head_seq, head_id, seq),
         )
 
-    async def _write_ledger(self, db: aiosqlite.Connection, plan: Plan) -> None:
+    def _write_ledger(self, db: sqlite3.Connection, plan: Plan) -> None:
         if plan.balances:
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO balances (account, balance, face, received, sent) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET "
                 "balance = excluded.balance, face = excluded.face, "
@@ -197,16 +194,19 @@ class EventStore:
                 [(r.account, r.balance, r.face, r.received, r.sent) for r in plan.balances],
             )
         if plan.send_states:
-            await db.executemany(
+            db.executemany(
                 "UPDATE sends SET state = ? WHERE id = ?",
                 [(state, send_id) for send_id, state in plan.send_states.items()],
             )
 
     async def commit_rebuild(self, plan: Plan) -> None:
         """Replace every balance and send state with a rebuilt ledger's."""
-        async with self.store.transaction() as db:
-            await db.execute("DELETE FROM balances")
-            await self._write_ledger(db, plan)
+
+        def rebuild(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM balances")
+            self._write_ledger(db, plan)
+
+        await self.store.run(rebuild)
 
     # --- reading for gossip ----------------------------------------------------------------------
 
