@@ -601,9 +601,11 @@ class Gossip:
             session.send_frame(Prune())
 
     def _on_have(self, session: Session, frame: Have, now: float) -> None:
+        # The peer holds these: announcements of them still waiting for this peer are withdrawn.
+        session.withdraw_announcements(frame.ids)
         for event_id in frame.ids:
+            self._note_holder(event_id, session.peer_id)
             if self.replica.knows(event_id) or event_id in self._queued:
-                self._note_holder(event_id, session.peer_id)
                 continue
             missing = self._missing.get(event_id)
             if missing is None:
@@ -859,8 +861,11 @@ class Gossip:
                 source.reward(FIRST_DELIVERY_REWARD, now)
         priority = event_priority(event)
         forwarded = 0
+        # Peers that announced or sent it to us while it was on its way here hold it already:
+        # neither a push nor an announcement would tell them anything.
+        held = set(self._holders.get(event.id, ()))
         for session in self.sessions.values():
-            if not session.active or session.peer_id == origin:
+            if not session.active or session.peer_id == origin or session.peer_id in held:
                 continue
             self._note_holder(event.id, session.peer_id)
             forwarded += 1

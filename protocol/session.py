@@ -12,7 +12,7 @@ import hashlib
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -373,6 +373,12 @@ class Session:
     def announce(self, event_id: bytes) -> None:
         if len(self._have) < MAX_OUTBOUND_EVENTS:
             self._have.append(event_id)
+
+    def withdraw_announcements(self, ids: Iterable[bytes]) -> None:
+        """Drop queued HAVEs of events the peer has just announced itself."""
+        if self._have:
+            held = set(ids)
+            self._have = [event_id for event_id in self._have if event_id not in held]
 
     def queue_reply(self, raws: tuple[bytes, ...]) -> None:
         """Events answering a request; sent as one reply frame (truncated to the frame limit)."""

@@ -13,6 +13,7 @@ from protocol.events import ZERO_ID, Event, Genesis, Post
 from protocol.frames import (
     Credit,
     Events,
+    Have,
     Hello,
     Ping,
     encode_frame,
@@ -488,3 +489,51 @@ def test_copies_of_a_known_link_state_record_are_dropped_before_verifying() -> N
     receiver.gossip.link_state_known = lambda frame: False
     sim.deliver_raw(0, 1, encode_frame(forged))
     assert receiver.penalties[-1].points == 30
+
+
+def test_announcements_the_peer_made_itself_are_withdrawn() -> None:
+    """A HAVE from the peer, arriving while ours to it wait for their batch, cancels ours of the
+    same events: the peer holds them, so our announcement would only cost a frame."""
+    from protocol.frames import decode_frame
+
+    session = Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(),
+        now=0.0,
+    )
+    first, second, third = (bytes([n]) * 32 for n in (1, 2, 3))
+    for event_id in (first, second, third):
+        session.announce(event_id)
+    session.withdraw_announcements((first, third))
+    session.flush_announcements()
+    (frame,) = [decode_frame(raw) for raw in session.drain()]
+    assert isinstance(frame, Have) and frame.ids == (second,)
+    session.withdraw_announcements((second,))
+    session.flush_announcements()
+    assert session.drain() == []
+
+
+def test_an_event_is_not_forwarded_to_a_peer_that_announced_it_first() -> None:
+    """c announces X to b before X reaches b from a: b then sends X to nobody (a sent it, c has
+    it), neither as a push nor as an announcement."""
+    sim = Simulation(3, seed=5)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    sim.connect(0, 1)
+    sim.connect(1, 2)
+    assert sim.run_until(lambda: all(n.replica.network_id for n in sim.nodes), max_time=5)
+    sim.run_for(1.0)
+    b = sim.nodes[1]
+    network = b.replica.network_id
+    assert network is not None
+    author = SigningKey.for_label("writer")
+    event = Event.create(author, network, seq=1, prev=ZERO_ID, ts=T0, body=Post("social", 3, "x"))
+    sent_before = b.gossip.stats.events_pushed + b.gossip.stats.events_announced
+    sim.deliver_raw(2, 1, encode_frame(Have((event.id,))))
+    sim.deliver_raw(0, 1, encode_frame(Events((event.raw,))))
+    assert sim.run_until(lambda: event.id in b.store.log, max_time=sim.now + 2)
+    sim.run_for(0.5)
+    assert b.gossip.stats.events_pushed + b.gossip.stats.events_announced == sent_before
