@@ -168,6 +168,12 @@ class EventStore:
             "(SELECT id FROM events WHERE author = ? AND seq >= ?)",
             (author, seq),
         )
+        # An archived claim no longer counts: the send it named is open again.
+        db.execute(
+            "UPDATE sends SET claim_id = NULL WHERE claim_id IN "
+            "(SELECT id FROM events WHERE author = ? AND seq >= ?)",
+            (author, seq),
+        )
         db.execute("DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
         if seq <= 1:
             db.execute("DELETE FROM accounts WHERE id = ?", (author,))

@@ -160,3 +160,25 @@ async def test_a_failed_commit_writes_nothing(store: Store) -> None:
     node.replica.abort(plan)
     assert await node.events.count_events() == 2  # genesis + the one committed directly
     assert isinstance(first.body, Post)
+
+
+async def test_an_archived_claim_leaves_its_send_unclaimed(store: Store) -> None:
+    """A claim in a forked author's archived tail no longer counts: the send it named is open
+    again, in the sends table as in the replay (found by the chaos run)."""
+    node = Node(store)
+    pool = pool_chain()
+    alice, bob = enroll(ALICE), enroll(BOB)
+    grant = send(pool, BOB, 100_000, "housing")
+    await node.feed([GENESIS, *alice.events, *bob.events, grant, claim(bob, grant)])
+    to_alice = send(bob, ALICE, 50_000)
+    alice_claim = claim(alice, to_alice)
+    await node.feed([to_alice, alice_claim])
+    row = await store.fetchone("SELECT claim_id FROM sends WHERE id = ?", (to_alice.id,))
+    assert row is not None and bytes(row[0]) == alice_claim.id
+    await node.feed([alice.fork(Send(BOB.public, 1, "transfer", ""))])
+    assert node.replica.ledger.frozen[ALICE.public] == alice_claim.seq
+    row = await store.fetchone("SELECT claim_id, state FROM sends WHERE id = ?", (to_alice.id,))
+    assert row is not None
+    assert (row[0], row[1]) == (None, "unclaimed")
+    replica = await reloaded(store)
+    assert replica.ledger.state_hash() == node.replica.ledger.state_hash()
