@@ -53,6 +53,19 @@ def session_of(node: SimNode, peer: int) -> Session:
     return node.gossip.sessions[node.peer_to_handle[peer]]
 
 
+def lone_session(initial_credit: int = INITIAL_EVENT_CREDIT) -> Session:
+    """A session with no peer behind it, to drive its queues by hand."""
+    return Session(
+        1,
+        outbound=True,
+        address="x",
+        local_fingerprint="a",
+        remote_fingerprint="b",
+        limits=SessionLimits(initial_credit=initial_credit),
+        now=0.0,
+    )
+
+
 def closed_with(sim: Simulation, node: int, reason: CloseReason) -> bool:
     return any(getattr(e, "reason", None) is reason for e in sim.nodes[node].penalties) or any(
         s.close_reason is reason for s in sim.nodes[node].gossip.sessions.values()
@@ -232,15 +245,7 @@ def test_flood_above_the_rate_limit_is_refused() -> None:
 
 
 def test_pushing_beyond_the_granted_credit_is_refused() -> None:
-    session = Session(
-        1,
-        outbound=True,
-        address="x",
-        local_fingerprint="a",
-        remote_fingerprint="b",
-        limits=SessionLimits(initial_credit=INITIAL_EVENT_CREDIT),
-        now=0.0,
-    )
+    session = lone_session()
     session.take_events(INITIAL_EVENT_CREDIT)
     with pytest.raises(RateLimited, match="beyond the granted credit"):
         session.take_events(1)
@@ -250,15 +255,7 @@ def test_pushing_beyond_the_granted_credit_is_refused() -> None:
 
 
 def test_back_pressure_queues_by_priority() -> None:
-    session = Session(
-        1,
-        outbound=True,
-        address="x",
-        local_fingerprint="a",
-        remote_fingerprint="b",
-        limits=SessionLimits(),
-        now=0.0,
-    )
+    session = lone_session()
     session.credit_out = 0
     session.state = session.state.__class__.ACTIVE
     for priority in (1, 5, 3):
@@ -274,15 +271,7 @@ def test_back_pressure_queues_by_priority() -> None:
 
 
 def test_credit_is_returned_in_batches() -> None:
-    session = Session(
-        1,
-        outbound=True,
-        address="x",
-        local_fingerprint="a",
-        remote_fingerprint="b",
-        limits=SessionLimits(initial_credit=8),
-        now=0.0,
-    )
+    session = lone_session(8)
     session.take_events(8)
     session.grant(1)
     assert session.drain() == []
@@ -387,15 +376,7 @@ def test_peer_limit_refuses_newcomers() -> None:
 
 
 def test_bye_detail_is_cut_to_bytes_not_characters() -> None:
-    session = Session(
-        1,
-        outbound=True,
-        address="x",
-        local_fingerprint="a",
-        remote_fingerprint="b",
-        limits=SessionLimits(),
-        now=0.0,
-    )
+    session = lone_session()
     session.close(CloseReason.PROTOCOL_VIOLATION, "é" * 300)
     (frame,) = session.drain()
     from protocol.frames import decode_frame
@@ -496,15 +477,7 @@ def test_announcements_the_peer_made_itself_are_withdrawn() -> None:
     same events: the peer holds them, so our announcement would only cost a frame."""
     from protocol.frames import decode_frame
 
-    session = Session(
-        1,
-        outbound=True,
-        address="x",
-        local_fingerprint="a",
-        remote_fingerprint="b",
-        limits=SessionLimits(),
-        now=0.0,
-    )
+    session = lone_session()
     first, second, third = (bytes([n]) * 32 for n in (1, 2, 3))
     for event_id in (first, second, third):
         session.announce(event_id)
