@@ -51,7 +51,12 @@ def node_command() -> list[str]:
 
 def time_node(data_dir: Path) -> float:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIBERATION_")}
+    # As on a user's machine, the warm-up run may write bytecode for modules that have none.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("LIBERATION_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     command = [
         *node_command(),
         "run",

@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,9 @@ class ApiClient:
         return json.loads(self.raw(method, path, body) or b"null")
 
     def raw(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        import urllib.error  # here, not at the top: `run` never needs it
+        import urllib.request
+
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1 (validated)
             self.base + path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import random
@@ -54,6 +55,12 @@ SPREAD_FLUSH_S = 5.0
 #: and the quiet time after the first exchange with a peer that counts as caught up.
 SETTLE_S = 10.0
 SETTLE_QUIET_S = 0.5
+
+
+def _import_mesh_modules(mdns: bool) -> None:
+    modules = ["node.peers", "node.router"] + (["zeroconf.asyncio"] if mdns else [])
+    for module in modules:
+        importlib.import_module(module)
 
 
 class Node:
@@ -147,6 +154,9 @@ class Node:
     async def _start_mesh(self) -> None:
         """Start WebRTC, signalling and discovery after the node is ready (heavy imports)."""
         assert self.driver is not None
+        # The imports take hundreds of milliseconds; on the loop they would stall the status
+        # server that has just reported ready, so they run in a thread.
+        await asyncio.to_thread(_import_mesh_modules, self.config.discovery.mdns)
         from node.peers import PeerManager
 
         manager = PeerManager(self, self.driver)
