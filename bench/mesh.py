@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -59,6 +60,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
 from node.config import load_config
 from node.daemon import Node
+from node.runner import freeze_start_up_objects
 from node.webrtc import pin_ice_addresses
 from protocol.events import ZERO_ID, Event, Post
 from protocol.gossip import Gossip
@@ -548,6 +550,7 @@ async def raw_flood(
     start = time.perf_counter()
     pairs = await connect_pairs(len(edges))
     setup_s = time.perf_counter() - start
+    freeze_start_up_objects()  # the same collector set-up as our nodes had
     try:
         flood = RawFlood(count, edges, pairs)
         started: dict[int, float] = {}
@@ -565,6 +568,7 @@ async def raw_flood(
         return Flow(latencies, messages - len(latencies), cpu, lag, per_delivery), setup_s
     finally:
         await asyncio.gather(*(pair.close() for pair in pairs))
+        gc.unfreeze()
 
 
 # --- one mesh size -------------------------------------------------------------------------------
@@ -650,6 +654,7 @@ async def run_mesh(
         if not connected(size, result.edges) or any(n.replica.network_id is None for n in nodes):
             result.note += "; the mesh is not connected: no dissemination"
             return result
+        freeze_start_up_objects()  # as `liberation-node run` does once its mesh has started
         deliveries = Deliveries(nodes)
         timer = CommitTimer(nodes)
         if args.warmup:
@@ -673,6 +678,7 @@ async def run_mesh(
         result.graph_changed = sorted(mesh_edges(nodes)[0]) != result.edges
     finally:
         await stop_all(nodes)
+        gc.unfreeze()
         shutil.rmtree(root, ignore_errors=True)
     result.flood, result.flood_setup_s = await raw_flood(
         size, result.edges, args.posts, args.rate, payload

@@ -92,6 +92,8 @@ class Node:
         self._mesh_runner: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self._network_known = asyncio.Event()
+        #: Set once the mesh has started (or failed to): start-up's allocations are done.
+        self.mesh_started = asyncio.Event()
         self.metrics = NodeMetrics(self.registry, self)
 
     @property
@@ -153,6 +155,12 @@ class Node:
 
     async def _start_mesh(self) -> None:
         """Start WebRTC, signalling and discovery after the node is ready (heavy imports)."""
+        try:
+            await self._start_mesh_parts()
+        finally:
+            self.mesh_started.set()
+
+    async def _start_mesh_parts(self) -> None:
         assert self.driver is not None
         # The imports take hundreds of milliseconds; on the loop they would stall the status
         # server that has just reported ready, so they run in a thread.
@@ -429,7 +437,7 @@ class Node:
     def known_mesh_size(self) -> int:
         """Nodes this node knows of in its mesh (itself and its peers until routing knows more)."""
         peers = len(self.gossip.active_sessions()) if self.gossip else 0
-        known = self.router.table.topology.node_count if self.router and self.router.table else 0
+        known = 1 + len(self.router.table) if self.router and self.router.table else 0
         return max(1 + peers, known)
 
     async def refresh_metrics(self) -> None:
