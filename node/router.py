@@ -3,7 +3,8 @@
 Link state: every node signs its neighbour list with the RTT and loss measured by the session
 keep-alives (`protocol.frames.LinkState`, seq = wall-clock milliseconds so it keeps growing across
 restarts) when its neighbours change and every ``LINK_STATE_REFRESH_S``; records are flooded to
-every peer, and a record older than one already merged stops there. `routing.MeshGraph` merges
+every peer, paced and batched by `routing.flood.FloodOutbox`, and a record older than one already
+merged stops there. `routing.MeshGraph` merges
 them (a link counts only when both ends list it) and `routing.RouteTable` computes the routes,
 recomputed once per burst of changes (`routing.RecomputeSchedule`) and written to SQLite.
 
@@ -31,11 +32,12 @@ from protocol import codec
 from protocol.codec import CborValue
 from protocol.errors import DecodeError, LiberationError
 from protocol.events import ZERO_ID
-from protocol.frames import LinkNeighbour, LinkState, Routed
+from protocol.frames import LinkNeighbour, LinkState, LinkStates, Routed
 from protocol.gossip import FrameIn, PeerDown, PeerUp
 from protocol.identity import short_id
 from protocol.limits import MAX_POST_CONTENT_BYTES, MAX_ROUTED_TTL, NONCE_BYTES
 from routing.errors import MeshFull, Unreachable
+from routing.flood import PACING_S, FloodOutbox
 from routing.graph import MeshGraph
 from routing.routes import Route, RouteTable
 from routing.schedule import RecomputeSchedule
@@ -45,16 +47,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between link-state refreshes when nothing changes; records live 4.5 refreshes. Each
+#: Seconds between link-state refreshes when nothing changes; records live 3 refreshes. Each
 #: refresh comes after 75-100% of it at random, so that nodes started together do not flood
-#: their records all at once for ever after.
-LINK_STATE_REFRESH_S = 20.0
+#: their records all at once for ever after. Every record is flooded to every node over every
+#: link, so the refresh is rare (as OSPF's): a node that dies or leaves is cut off at once by
+#: its neighbours' new records (routes need both ends of a link), not by the expiry of its own.
+LINK_STATE_REFRESH_S = 300.0
 LINK_STATE_REFRESH_JITTER = 0.25
-LINK_STATE_MAX_AGE_S = 90.0
-#: A neighbour's RTT must more than double (plus this slack) or its loss move this much before a
-#: new record is signed between refreshes.
-RTT_SLACK_US = 2_000
-LOSS_SLACK_PERMILLE = 50
+LINK_STATE_MAX_AGE_S = 900.0
+#: Between refreshes, a neighbour's RTT must more than quadruple (plus this slack) or its loss
+#: move this much before a new record is signed, and not sooner than METRIC_MIN_INTERVAL_S after
+#: the last one. A loaded node sees every RTT rise at once; re-flooding on that would load every
+#: node more, and make their RTTs rise in turn.
+RTT_FACTOR = 4
+RTT_SLACK_US = 20_000
+LOSS_SLACK_PERMILLE = 100
+METRIC_MIN_INTERVAL_S = 10.0
+#: Seconds between checks for the first RTT of a link whose record went out without one.
+UNMEASURED_CHECK_S = 0.5
 #: Least seconds between two writes of the route table to SQLite.
 ROUTES_WRITE_INTERVAL_S = 10.0
 #: Least seconds between two link-state records of this node (a flapping link cannot flood).
@@ -101,6 +111,8 @@ class Router:
         self.recomputes = 0
         self._seq = 0
         self._last_sent: dict[bytes, LinkNeighbour] | None = None
+        #: Neighbours of the last record whose RTT was not measured yet (a placeholder).
+        self._unmeasured: frozenset[bytes] = frozenset()
         self._persisted_at = -1e9
         self._last_sent_at = -1e9
         self._rng = random.Random()
@@ -110,6 +122,8 @@ class Router:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._outbox = FloodOutbox()
+        self._flush: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.driver.peer_listeners.append(self._on_peer)
@@ -119,6 +133,9 @@ class Router:
 
     async def stop(self) -> None:
         self.gossip.link_state_known = None
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,39 +149,57 @@ class Router:
 
     # --- link state ------------------------------------------------------------------------------
 
-    def _neighbours(self) -> tuple[LinkNeighbour, ...]:
+    def _neighbours(self) -> tuple[tuple[LinkNeighbour, ...], frozenset[bytes]]:
+        """This node's links, and the neighbours whose RTT is not measured yet."""
         out = []
+        unmeasured = []
         for session in self.gossip.active_sessions():
             if session.peer_id is None:
                 continue
-            rtt_us = int(session.rtt_s * 1_000_000) if session.rtt_s is not None else 1_000
+            base_rtt_s = session.base_rtt_s
+            if base_rtt_s is None:
+                unmeasured.append(session.peer_id)
+            rtt_us = int(base_rtt_s * 1_000_000) if base_rtt_s is not None else 1_000
             loss = round(session.loss * 1000)
             out.append(LinkNeighbour(session.peer_id, quantise_rtt_us(rtt_us), min(loss, 1000)))
-        return tuple(sorted(out, key=lambda n: n.node))
+        return tuple(sorted(out, key=lambda n: n.node)), frozenset(unmeasured)
 
     def _refresh_local(self, now: float) -> None:
-        neighbours = self._neighbours()
+        neighbours, unmeasured = self._neighbours()
         if self.graph.set_local_links(neighbours):
             self.schedule.changed(now)
-        due = now - self._last_sent_at >= self._refresh_after
-        changed = self._meaningful_change(neighbours)
-        if (changed or due) and now - self._last_sent_at >= LINK_STATE_MIN_INTERVAL_S:
+        since = now - self._last_sent_at
+        due = since >= self._refresh_after
+        if not due and since >= LINK_STATE_MIN_INTERVAL_S:
+            # A record signed before the first pong of a new link carries a placeholder RTT:
+            # complete it as soon as the RTT is known, which is still while the mesh forms.
+            due = (
+                self._topology_changed(neighbours)
+                or bool(self._unmeasured - unmeasured)
+                or (since >= METRIC_MIN_INTERVAL_S and self._metrics_changed(neighbours))
+            )
+        if due:
             self._announce(neighbours, now)
             self._last_sent = {n.node: n for n in neighbours}
+            self._unmeasured = unmeasured
             self._last_sent_at = now
             jitter = LINK_STATE_REFRESH_JITTER * self._rng.random()
             self._refresh_after = LINK_STATE_REFRESH_S * (1 - jitter)
 
-    def _meaningful_change(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
-        """A new or lost neighbour, or an RTT or loss far from what we last signed: jitter alone
-        must not re-sign and re-flood the record every keep-alive."""
+    def _topology_changed(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
         last = self._last_sent
-        if last is None or {n.node for n in neighbours} != last.keys():
-            return True
+        return last is None or {n.node for n in neighbours} != last.keys()
+
+    def _metrics_changed(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
+        """An RTT or loss far from what we last signed: jitter alone must not re-sign and
+        re-flood the record every keep-alive."""
+        last = self._last_sent or {}
         for neighbour in neighbours:
-            before = last[neighbour.node]
+            before = last.get(neighbour.node)
+            if before is None:
+                return True
             low, high = sorted((before.rtt_us, neighbour.rtt_us))
-            if high > 2 * low + RTT_SLACK_US:
+            if high > RTT_FACTOR * low + RTT_SLACK_US:
                 return True
             if abs(neighbour.loss_permille - before.loss_permille) > LOSS_SLACK_PERMILLE:
                 return True
@@ -179,7 +214,27 @@ class Router:
         record = LinkState.create(
             self.key, seq=self._seq, ts=wall_ms, neighbours=neighbours, network_id=network
         )
-        self.gossip.broadcast(record)
+        self._flood(record, except_node=None)
+
+    def _flood(self, record: LinkState, except_node: bytes | None) -> None:
+        """Queue ``record`` for every neighbour but ``except_node``; sent after PACING_S."""
+        neighbours = [
+            session.peer_id
+            for session in self.gossip.active_sessions()
+            if session.peer_id is not None and session.peer_id != except_node
+        ]
+        self._outbox.queue(record, neighbours)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush is None and self._outbox:
+            self._flush = asyncio.get_running_loop().call_later(PACING_S, self._send_outbox)
+
+    def _send_outbox(self) -> None:
+        self._flush = None
+        for neighbour, batches in self._outbox.take().items():
+            for batch in batches:
+                self.gossip.send_to(neighbour, batch[0] if len(batch) == 1 else LinkStates(batch))
         self.driver.kick()
 
     def _on_peer(self, event: PeerUp | PeerDown) -> None:
@@ -187,10 +242,14 @@ class Router:
         if isinstance(event, PeerUp):
             # Tell the newcomer what we know, so that it can route at once.
             for record in self.graph.records():
-                self.gossip.send_to(event.peer.node_id, record)
-            self.driver.kick()
+                self._outbox.queue(record, [event.peer.node_id])
+            self._schedule_flush()
+        elif event.node_id is not None:
+            self._outbox.forget(event.node_id)
 
-    def _known(self, record: LinkState) -> bool:
+    def _known(self, sender: bytes | None, record: LinkState) -> bool:
+        if sender is not None:
+            self._outbox.held_by(sender, record)
         return record.node == self.me or not self.graph.is_newer(record)
 
     def _on_frame(self, event: FrameIn) -> None:
@@ -207,8 +266,7 @@ class Router:
         if changed:
             self.schedule.changed(now)
             self._wake.set()
-        self.gossip.broadcast(frame, except_node=event.node_id)  # flood on
-        self.driver.kick()
+        self._flood(frame, except_node=event.node_id)
 
     # --- recomputing -----------------------------------------------------------------------------
 
@@ -224,7 +282,8 @@ class Router:
             except Exception:
                 log.exception("routing step failed")
             deadlines = (self.schedule.deadline(), self.graph.next_expiry())
-            waits = [now + LINK_STATE_REFRESH_S / 4, *(d for d in deadlines if d is not None)]
+            check_in = UNMEASURED_CHECK_S if self._unmeasured else METRIC_MIN_INTERVAL_S
+            waits = [now + check_in, *(d for d in deadlines if d is not None)]
             delay = max(0.01, min(waits) - now)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -470,7 +529,7 @@ class Router:
         ]
 
     def topology(self) -> dict[str, Any]:
-        topology = self.graph.topology()
+        topology = self.graph.topology().component_of(self.me)
         me = self.me.hex()
         nodes = [{"id": n.hex(), "self": n == self.me} for n in topology.nodes()]
         if not any(n["self"] for n in nodes):

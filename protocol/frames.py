@@ -52,6 +52,8 @@ from protocol.limits import (
 
 #: Most neighbours one link-state record lists (max_peers is at most 256).
 MAX_LINK_NEIGHBOURS = 256
+#: Most records in one LINK_STATES frame.
+MAX_LINK_STATES = 64
 #: Most addresses in one PEERS frame.
 MAX_PEER_ADDRESSES = 64
 #: What a ROUTED frame's payload is.
@@ -76,6 +78,7 @@ class FrameType(IntEnum):
     LINK_STATE = 15
     PEERS = 16
     ERROR = 17
+    LINK_STATES = 18
 
 
 # --- field readers: each raises DecodeError naming the field ------------------------------------
@@ -720,6 +723,30 @@ class LinkState:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkStates:
+    """Several link-state records in one frame: a node floods what arrived in one pacing window
+    together, so a burst of records costs each link one message instead of one per record."""
+
+    TYPE: ClassVar[FrameType] = FrameType.LINK_STATES
+    records: tuple[LinkState, ...]
+
+    def fields(self) -> list[CborValue]:
+        return [[record.fields() for record in self.records]]
+
+    @classmethod
+    def from_fields(cls, f: list[CborValue]) -> Self:
+        records = []
+        for entry in _list(f[0], "link_states", MAX_LINK_STATES):
+            item = _list(entry, "link_states[]", 6)
+            if len(item) != 6:
+                raise DecodeError("a link-state record has 6 fields")
+            records.append(LinkState.from_fields(item))
+        if not records:
+            raise DecodeError("link_states is empty")
+        return cls(tuple(records))
+
+
+@dataclass(frozen=True, slots=True)
 class PeerAddress:
     node: bytes
     host: str
@@ -787,6 +814,7 @@ AnyFrame: TypeAlias = (
     | LinkState
     | Peers
     | Error
+    | LinkStates
 )
 
 FRAME_TYPES: dict[int, type[AnyFrame]] = {
@@ -809,6 +837,7 @@ FRAME_TYPES: dict[int, type[AnyFrame]] = {
         LinkState,
         Peers,
         Error,
+        LinkStates,
     )
 }
 
@@ -831,6 +860,7 @@ FIELD_COUNTS: dict[int, int] = {
     FrameType.LINK_STATE: 6,
     FrameType.PEERS: 1,
     FrameType.ERROR: 2,
+    FrameType.LINK_STATES: 1,
 }
 
 

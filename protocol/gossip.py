@@ -47,6 +47,7 @@ from protocol.frames import (
     Heads,
     Hello,
     LinkState,
+    LinkStates,
     Peers,
     Ping,
     Pong,
@@ -308,10 +309,11 @@ class Gossip:
         #: Gives the PEERS frame to send a node we turn away at the peer limit (set by the shell,
         #: which knows addresses; the engine does not).
         self.referrals: Callable[[bytes], Peers | None] | None = None
-        #: Whether a LINK_STATE frame is a copy of a record already held (set by the routing
-        #: layer). Flooding delivers each record once per neighbour: the copies are dropped
-        #: before their signature is checked, since nothing of them would be used.
-        self.link_state_known: Callable[[LinkState], bool] | None = None
+        #: Whether a link-state record from a peer (node id, record) is a copy of one already
+        #: held (set by the routing layer, which also learns that the peer holds it). Flooding
+        #: delivers each record once per neighbour: the copies are dropped before their
+        #: signature is checked, since nothing of them would be used.
+        self.link_state_known: Callable[[bytes | None, LinkState], bool] | None = None
         #: Peers each event of the latest committed plan was pushed or announced to.
         self.last_forwarded: dict[bytes, int] = {}
         #: When the collected HAVE announcements go out (None: nothing collected).
@@ -455,24 +457,31 @@ class Gossip:
             session.add_credit(frame.events)
         elif isinstance(frame, Fork):
             self._on_fork(session, frame)
+        elif isinstance(frame, LinkStates):
+            for record in frame.records:
+                self._on_signed(session, record)
         elif isinstance(frame, Routed | Signal | LinkState):
-            if (
-                isinstance(frame, LinkState)
-                and self.link_state_known is not None
-                and self.link_state_known(frame)
-            ):
-                return
-            if frame.network_id not in (self.network_id, ZERO_ID):
-                raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
-            if not frame.signature_valid():
-                raise RemoteProtocolError(
-                    f"{type(frame).__name__} signature does not verify", penalty=30
-                )
-            self._effects.append(FrameIn(session.handle, session.peer_id, frame))
+            self._on_signed(session, frame)
         elif isinstance(frame, Peers):
             self._effects.append(FrameIn(session.handle, session.peer_id, frame))
         elif isinstance(frame, Error):
             pass  # the peer told us we sent something it could not take; nothing to do
+
+    def _on_signed(self, session: Session, frame: Routed | Signal | LinkState) -> None:
+        """A frame signed by its origin, for the shell: checked here, used there."""
+        if (
+            isinstance(frame, LinkState)
+            and self.link_state_known is not None
+            and self.link_state_known(session.peer_id, frame)
+        ):
+            return
+        if frame.network_id not in (self.network_id, ZERO_ID):
+            raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
+        if not frame.signature_valid():
+            raise RemoteProtocolError(
+                f"{type(frame).__name__} signature does not verify", penalty=30
+            )
+        self._effects.append(FrameIn(session.handle, session.peer_id, frame))
 
     def _on_hello(self, session: Session, frame: Hello, now: float) -> None:
         info = session.check_hello(frame)

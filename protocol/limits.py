@@ -100,7 +100,11 @@ GAP_WAIT_S = 0.2
 
 #: Lazy announcements (HAVE) are collected for this long and sent in one frame per peer
 #: (Plumtree batches its IHAVE messages); it adds to the repair path only, never to eager push.
-ANNOUNCE_DELAY_S = 0.025
+#: Long against a push's trip over the tree: by then the lazy peer mostly holds the event, and
+#: its own HAVE withdraws ours. HAVEs were most of the mesh's frames at 25 ms (bench/mesh.py:
+#: 3.2 per delivery at N = 20, against 2.0 at 250 ms), and each frame costs the receiver as
+#: much as an event's push.
+ANNOUNCE_DELAY_S = 0.25
 
 #: Default per-peer frame rate (frames per second) and burst, and byte rate (bytes per second).
 DEFAULT_PEER_FRAMES_PER_S = 500.0

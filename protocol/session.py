@@ -53,6 +53,8 @@ from protocol.limits import (
 MAX_SCORE = 100.0
 #: Pings remembered for the loss estimate.
 PING_WINDOW = 20
+#: Pings whose lowest RTT is the link's base RTT (`Session.base_rtt_s`).
+BASE_RTT_WINDOW = 8
 #: Bytes of an EVENTS frame around its events (array heads, version, type, flag).
 EVENTS_FRAME_OVERHEAD = 16
 
@@ -180,6 +182,7 @@ class Session:
         self._ping_sent_at: dict[int, float] = {}
         self._ping_results: deque[bool] = deque(maxlen=PING_WINDOW)
         self.rtt_s: float | None = None
+        self._recent_rtts: deque[float] = deque(maxlen=BASE_RTT_WINDOW)
         # Anti-entropy: when each GET_RANGE in flight was sent, and the requests waiting.
         self.ranges_sent: deque[float] = deque()
         self.ranges_waiting: deque[tuple[bytes, int, int]] = deque()
@@ -312,9 +315,16 @@ class Session:
             return
         sample = now - sent
         self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+        self._recent_rtts.append(sample)
         self._ping_results.append(True)
         if len(self._rtt_samples) < PING_WINDOW:
             self._rtt_samples.append(sample)
+
+    @property
+    def base_rtt_s(self) -> float | None:
+        """The lowest RTT of the last keep-alives: the path's own delay, without the queueing of
+        a busy moment (which the smoothed `rtt_s` follows). Routing weighs links by it."""
+        return min(self._recent_rtts) if self._recent_rtts else None
 
     def take_rtt_samples(self) -> list[float]:
         """RTT samples since the last call (for the metrics histogram)."""

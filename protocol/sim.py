@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from protocol.session import SessionLimits
 
 #: Wall clock of virtual time 0, in milliseconds (2026-01-01T00:00:00Z).
 EPOCH_MS = 1_767_225_600_000
+#: Frames for the shell each simulated node keeps, for tests to look at.
+SHELL_FRAMES_KEPT = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,8 @@ class SimNode:
     events_in_closed: int = 0
     deliveries: int = 0
     penalties: list[Penalised] = field(default_factory=list)
+    #: Signed frames and PEERS handed to the shell (the last SHELL_FRAMES_KEPT).
+    shell_frames: deque[FrameIn] = field(default_factory=lambda: deque(maxlen=SHELL_FRAMES_KEPT))
     intents: list[Intent] = field(default_factory=list)
 
     def events_received(self) -> int:
@@ -362,7 +367,9 @@ class Simulation:
                 self._drop_link(node.index, peer, redial=True)
         elif isinstance(effect, Penalised):
             node.penalties.append(effect)
-        elif isinstance(effect, PeerUp | PeerDown | FrameIn):
+        elif isinstance(effect, FrameIn):
+            node.shell_frames.append(effect)
+        elif isinstance(effect, PeerUp | PeerDown):
             pass
 
     def _arm_timer(self, node: SimNode) -> None:

@@ -24,6 +24,7 @@ from protocol.frames import (
     FIELD_COUNTS,
     FRAME_TYPES,
     MAX_LINK_NEIGHBOURS,
+    MAX_LINK_STATES,
     MAX_PEER_ADDRESSES,
     ROUTED_KINDS,
     AnyFrame,
@@ -40,6 +41,7 @@ from protocol.frames import (
     Hello,
     LinkNeighbour,
     LinkState,
+    LinkStates,
     PeerAddress,
     Peers,
     Ping,
@@ -138,6 +140,18 @@ def sample_frames() -> list[AnyFrame]:
             (PeerAddress(ALICE.public, "192.168.1.20", 7_777), PeerAddress(BOB.public, "::1", 1))
         ),
         Error("rate_limited", "slow down"),
+        LinkStates(
+            (
+                LinkState.create(
+                    ALICE,
+                    seq=2,
+                    ts=T0,
+                    neighbours=(LinkNeighbour(NODE.public, 700, 0),),
+                    network_id=NETWORK,
+                ),
+                LinkState.create(BOB, seq=9, ts=T0, neighbours=(), network_id=NETWORK),
+            )
+        ),
     ]
 
 
@@ -320,7 +334,7 @@ def test_version_of_another_type(version: CborValue) -> None:
     assert not isinstance(info.value, UnknownVersion)
 
 
-@pytest.mark.parametrize("frame_type", [0, 18, 99, 255, -1, (1 << 64) - 1, -(1 << 64)])
+@pytest.mark.parametrize("frame_type", [0, 19, 99, 255, -1, (1 << 64) - 1, -(1 << 64)])
 def test_unknown_frame_type(frame_type: int) -> None:
     for fields in ([], [1], [b"x", "y", [], {}]):
         with pytest.raises(UnknownFrameType):
@@ -475,6 +489,10 @@ def _link_state_fields(neighbours: list[CborValue]) -> list[CborValue]:
             [NODE.public, 0, T0, [], NETWORK, bytes(64)],
             FrameType.LINK_STATE,
         ),
+        ([[]], FrameType.LINK_STATES),
+        ([[_link_state_fields([])[:5]]], FrameType.LINK_STATES),
+        ([[_link_state_fields([[ALICE.public, 1, 1001]])]], FrameType.LINK_STATES),
+        ([[_link_state_fields([])] * (MAX_LINK_STATES + 1)], FrameType.LINK_STATES),
         ([ID_A, [[ALICE.public, 0, ID_A]], True, 0, True], FrameType.HEADS),
         ([ID_A, [[ALICE.public, 1]], True, 0, True], FrameType.HEADS),
         ([ID_A, [], True, (1 << 20) + 1, True], FrameType.HEADS),

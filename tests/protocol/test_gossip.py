@@ -463,11 +463,11 @@ def test_copies_of_a_known_link_state_record_are_dropped_before_verifying() -> N
     )
     forged = replace(record, sig=bytes(64))
     receiver = sim.nodes[1]
-    receiver.gossip.link_state_known = lambda frame: frame.seq <= 7
+    receiver.gossip.link_state_known = lambda _peer, frame: frame.seq <= 7
     before = len(receiver.penalties)
     sim.deliver_raw(0, 1, encode_frame(forged))
     assert len(receiver.penalties) == before
-    receiver.gossip.link_state_known = lambda frame: False
+    receiver.gossip.link_state_known = lambda _peer, frame: False
     sim.deliver_raw(0, 1, encode_frame(forged))
     assert receiver.penalties[-1].points == 30
 
@@ -510,3 +510,65 @@ def test_an_event_is_not_forwarded_to_a_peer_that_announced_it_first() -> None:
     assert sim.run_until(lambda: event.id in b.store.log, max_time=sim.now + 2)
     sim.run_for(0.5)
     assert b.gossip.stats.events_pushed + b.gossip.stats.events_announced == sent_before
+
+
+def test_link_states_frame_hands_each_record_on_as_if_it_came_alone() -> None:
+    """A LINK_STATES batch goes record by record: held copies are dropped unverified (and the
+    routing layer learns that the sender holds them), new ones are verified and passed to the
+    shell, and a forged one is penalised like a forged LINK_STATE."""
+    from dataclasses import replace
+
+    from protocol.frames import LinkNeighbour, LinkState, LinkStates
+
+    sim = pair()
+    network = sim.nodes[1].replica.network_id
+    assert network is not None
+    sender, receiver = sim.nodes
+    records = [
+        LinkState.create(
+            SigningKey.for_label(f"router-{n}"),
+            seq=5,
+            ts=T0,
+            neighbours=(LinkNeighbour(sender.key.public, 1_000, 0),),
+            network_id=network,
+        )
+        for n in range(3)
+    ]
+    held = records[0]
+    asked: list[tuple[bytes | None, bytes]] = []
+
+    def known(peer: bytes | None, record: LinkState) -> bool:
+        asked.append((peer, record.node))
+        return record is held or record.node == held.node
+
+    receiver.gossip.link_state_known = known
+    before = len(receiver.penalties)
+    sim.deliver_raw(0, 1, encode_frame(LinkStates(tuple(records))))
+    assert asked == [(sender.key.public, r.node) for r in records]
+    passed_on = [f.frame for f in receiver.shell_frames if isinstance(f.frame, LinkState)]
+    assert passed_on == records[1:]
+    assert len(receiver.penalties) == before
+    forged = replace(records[2], seq=6, sig=bytes(64))
+    sim.deliver_raw(0, 1, encode_frame(LinkStates((records[1], forged))))
+    assert receiver.penalties[-1].points == 30
+
+
+def test_base_rtt_is_the_lowest_of_the_last_pings() -> None:
+    """Routing weighs a link by the path's own delay: a busy moment's queueing (one slow pong)
+    moves the smoothed RTT but not the base RTT, and old samples leave the window."""
+    from protocol.session import BASE_RTT_WINDOW
+
+    session = lone_session()
+    assert session.base_rtt_s is None
+
+    def pong(nonce: int, rtt_s: float) -> None:
+        session._ping_sent_at[nonce] = 100.0
+        session.note_pong(nonce, 100.0 + rtt_s)
+
+    pong(1, 0.004)
+    pong(2, 0.250)
+    assert session.base_rtt_s == pytest.approx(0.004)
+    assert session.rtt_s is not None and session.rtt_s > 0.03
+    for nonce in range(3, 3 + BASE_RTT_WINDOW):
+        pong(nonce, 0.020)
+    assert session.base_rtt_s == pytest.approx(0.020)

@@ -260,3 +260,22 @@ def test_topology_accessors() -> None:
     assert A not in hidden
     assert hidden.link(S, C) is None
     assert topology.link(S, C) is not None  # the snapshot itself is untouched
+
+
+def test_component_of_keeps_only_what_a_node_can_reach() -> None:
+    """Nodes cut off together keep their records (and the links between them) until those
+    expire, but they are not in this node's component: the topology view shows them no more."""
+    graph = MeshGraph(S)
+    graph.set_local_links((nb("a"),))
+    graph.update(signed("a", 1, nb("s"), nb("x")), now=0.0)
+    graph.update(signed("x", 1, nb("a"), nb("d")), now=0.0)
+    graph.update(signed("d", 1, nb("x")), now=0.0)
+    assert set(graph.topology().component_of(S).nodes()) == {S, A, X, D}
+    graph.update(signed("a", 2, nb("s")), now=1.0)  # a lost x; x and d still list each other
+    topology = graph.topology()
+    assert X in topology and D in topology
+    reachable = topology.component_of(S)
+    assert set(reachable.nodes()) == {S, A}
+    assert reachable.link_count == 1
+    assert set(topology.component_of(X).nodes()) == {X, D}
+    assert set(Topology([]).component_of(S).nodes()) == {S}
