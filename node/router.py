@@ -56,15 +56,18 @@ LINK_STATE_REFRESH_S = 300.0
 LINK_STATE_REFRESH_JITTER = 0.25
 LINK_STATE_MAX_AGE_S = 900.0
 #: Between refreshes, a neighbour's RTT must more than quadruple (plus this slack) or its loss
-#: move this much before a new record is signed, and not sooner than METRIC_MIN_INTERVAL_S after
-#: the last one. A loaded node sees every RTT rise at once; re-flooding on that would load every
-#: node more, and make their RTTs rise in turn.
+#: move this much before a new record is signed, and not sooner than 1-2x METRIC_MIN_INTERVAL_S
+#: (at random) after the last one. A loaded node sees every RTT rise at once; re-flooding on that
+#: would load every node more, and make their RTTs rise in turn; and nodes that formed a mesh
+#: together see their RTTs settle together: the random wait keeps them from re-flooding at once.
 RTT_FACTOR = 4
 RTT_SLACK_US = 20_000
 LOSS_SLACK_PERMILLE = 100
 METRIC_MIN_INTERVAL_S = 10.0
-#: Seconds between checks for the first RTT of a link whose record went out without one.
+#: Seconds between checks for the first RTT of a link whose record went out without one, and
+#: between checks of the links' metrics otherwise.
 UNMEASURED_CHECK_S = 0.5
+METRIC_CHECK_S = 1.0
 #: Least seconds between two writes of the route table to SQLite.
 ROUTES_WRITE_INTERVAL_S = 10.0
 #: Least seconds between two link-state records of this node (a flapping link cannot flood).
@@ -117,6 +120,7 @@ class Router:
         self._last_sent_at = -1e9
         self._rng = random.Random()
         self._refresh_after = LINK_STATE_REFRESH_S
+        self._metric_after = METRIC_MIN_INTERVAL_S
         self._pending: dict[bytes, asyncio.Future[tuple[bytes, ...]]] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._wake = asyncio.Event()
@@ -176,7 +180,7 @@ class Router:
             due = (
                 self._topology_changed(neighbours)
                 or bool(self._unmeasured - unmeasured)
-                or (since >= METRIC_MIN_INTERVAL_S and self._metrics_changed(neighbours))
+                or (since >= self._metric_after and self._metrics_changed(neighbours))
             )
         if due:
             self._announce(neighbours, now)
@@ -185,6 +189,7 @@ class Router:
             self._last_sent_at = now
             jitter = LINK_STATE_REFRESH_JITTER * self._rng.random()
             self._refresh_after = LINK_STATE_REFRESH_S * (1 - jitter)
+            self._metric_after = METRIC_MIN_INTERVAL_S * (1 + self._rng.random())
 
     def _topology_changed(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
         last = self._last_sent
@@ -282,7 +287,7 @@ class Router:
             except Exception:
                 log.exception("routing step failed")
             deadlines = (self.schedule.deadline(), self.graph.next_expiry())
-            check_in = UNMEASURED_CHECK_S if self._unmeasured else METRIC_MIN_INTERVAL_S
+            check_in = UNMEASURED_CHECK_S if self._unmeasured else METRIC_CHECK_S
             waits = [now + check_in, *(d for d in deadlines if d is not None)]
             delay = max(0.01, min(waits) - now)
             self._wake.clear()

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from protocol.frames import MAX_LINK_STATES, LinkState
 
-#: Seconds a record waits for others before it is flooded on: long against the spread of a burst
-#: over the mesh's links, short against how fast routes need to follow (RecomputeSchedule waits
-#: for a quiet moment anyway).
-PACING_S = 0.1
-#: Bytes of records in one LINK_STATES frame: under any max_frame_bytes a node may set (>= 1,024
-#: for the frame, which one record of 20 neighbours already nearly fills), within a few records.
+#: Seconds a record waits for others before it is flooded on: long against a record's hop over a
+#: loaded link (so the copies neighbours send meanwhile cancel ours), short against how fast
+#: routes need to follow (RecomputeSchedule waits for a quiet moment anyway; a failed next hop is
+#: retried over an alternate at once).
+PACING_S = 0.25
+#: Bytes of records in one LINK_STATES frame: an eighth of the default max_frame_bytes, so a
+#: peer that lowered its limit to 8 KiB or more still takes every batch (one record of 20
+#: neighbours is about 1 KiB).
 BATCH_BYTES = 8_192
 #: Encoded bytes of a record: its fixed fields, then per neighbour.
 RECORD_BYTES = 160
