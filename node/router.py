@@ -56,7 +56,7 @@ LINK_STATE_REFRESH_S = 300.0
 LINK_STATE_REFRESH_JITTER = 0.25
 LINK_STATE_MAX_AGE_S = 900.0
 #: Between refreshes, a neighbour's RTT must more than quadruple (plus this slack) or its loss
-#: move this much before a new record is signed, and not sooner than 1-2x METRIC_MIN_INTERVAL_S
+#: rise this much before a new record is signed, and not sooner than 1-2x METRIC_MIN_INTERVAL_S
 #: (at random) after the last one. A loaded node sees every RTT rise at once; re-flooding on that
 #: would load every node more, and make their RTTs rise in turn; and nodes that formed a mesh
 #: together see their RTTs settle together: the random wait keeps them from re-flooding at once.
@@ -196,17 +196,19 @@ class Router:
         return last is None or {n.node for n in neighbours} != last.keys()
 
     def _metrics_changed(self, neighbours: tuple[LinkNeighbour, ...]) -> bool:
-        """An RTT or loss far from what we last signed: jitter alone must not re-sign and
-        re-flood the record every keep-alive."""
+        """A link far worse than we last signed: jitter alone must not re-sign and re-flood the
+        record every keep-alive. Only worse: a link that got better leaves routes that avoid it
+        a little too much until the next refresh, while one that got worse draws routes that
+        now cost far more. And RTTs measured while a mesh forms run high, then all fall
+        together once it has formed; that must not re-flood every record at once."""
         last = self._last_sent or {}
         for neighbour in neighbours:
             before = last.get(neighbour.node)
             if before is None:
                 return True
-            low, high = sorted((before.rtt_us, neighbour.rtt_us))
-            if high > RTT_FACTOR * low + RTT_SLACK_US:
+            if neighbour.rtt_us > RTT_FACTOR * before.rtt_us + RTT_SLACK_US:
                 return True
-            if abs(neighbour.loss_permille - before.loss_permille) > LOSS_SLACK_PERMILLE:
+            if neighbour.loss_permille - before.loss_permille > LOSS_SLACK_PERMILLE:
                 return True
         return False
 
