@@ -253,7 +253,7 @@ def _operations() -> dict[str, dict[str, Any]]:
         },
         "/api/topology": {
             "get": {
-                "summary": "Nodes and links this node knows (from signed link state).",
+                "summary": "The part of the mesh this node reaches (from signed link state).",
                 "responses": {
                     "200": _json(
                         _out(
