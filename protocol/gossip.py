@@ -923,14 +923,6 @@ class Gossip:
         if session is not None and session.active:
             session.send_frame(frame)
 
-    def broadcast(self, frame: AnyFrame, *, except_node: bytes | None = None) -> int:
-        sent = 0
-        for session in self.active_sessions():
-            if session.peer_id != except_node:
-                session.send_frame(frame)
-                sent += 1
-        return sent
-
     # --- timers ----------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:

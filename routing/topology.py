@@ -85,8 +85,8 @@ class Topology:
         return list(self._graph.nodes)
 
     def component_of(self, node: bytes) -> Topology:
-        """The part of the mesh ``node`` can reach: a node that left keeps its last record
-        (until it expires) but no confirmed link, and drops out of this view at once."""
+        """The part of the mesh ``node`` can reach: nodes cut off together keep their records,
+        and the links between them, until those expire, but drop out of this view at once."""
         if not self._graph.has_node(node):
             return Topology((), (node,))
         return Topology._wrap(self._graph.subgraph(nx.node_connected_component(self._graph, node)))
