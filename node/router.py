@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -327,23 +328,25 @@ class Router:
             for link in table.topology.links()
         ]
 
+        def replace_tables(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM routes")
+            db.executemany(
+                "INSERT INTO routes (destination, rank, path, hop_count, "
+                "total_latency_ms, reliability, computed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("DELETE FROM connections")
+            db.executemany(
+                "INSERT INTO connections (a, b, latency_ms, loss, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                links,
+            )
+
         async def write() -> None:
             try:
                 # Derived data, recomputed after any restart: no fsync (it would hold the store's
                 # write lock for the length of one and delay event commits behind it).
-                async with self.node.store.transaction(durable=False) as db:
-                    await db.execute("DELETE FROM routes")
-                    await db.executemany(
-                        "INSERT INTO routes (destination, rank, path, hop_count, "
-                        "total_latency_ms, reliability, computed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                    await db.execute("DELETE FROM connections")
-                    await db.executemany(
-                        "INSERT INTO connections (a, b, latency_ms, loss, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        links,
-                    )
+                await self.node.store.run(replace_tables, durable=False)
             except LiberationError as exc:  # routes are derived state: the next recompute retries
                 log.warning("routes not stored: %s", exc.detail, exc_info=True)
 

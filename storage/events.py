@@ -53,6 +53,17 @@ class EventStore:
         received = time.time() if now is None else now
         await self.store.run(lambda db: self._write(db, plan, received), durable=_needs_fsync(plan))
 
+    def commit_now(self, plan: Plan, *, now: float | None = None) -> bool:
+        """Write ``plan`` here and now if it needs no fsync and nothing has to be waited for
+        (`Store.run_now`); False if it was not written: then `commit` it. Raises a StorageError
+        and writes nothing, as `commit` does."""
+        if _needs_fsync(plan):
+            return False
+        if not plan.writes and plan.network_id is None:
+            return True
+        received = time.time() if now is None else now
+        return self.store.run_now(lambda db: self._write(db, plan, received))
+
     def _write(self, db: sqlite3.Connection, plan: Plan, received: float) -> None:
         events = [item.event for item in plan.accepted]
         db.executemany(
@@ -412,11 +423,14 @@ class EventStore:
         """Record to how many peers each message was forwarded (statistics, not ledger state)."""
         if not counts:
             return
-        async with self.store.transaction(durable=False) as db:
-            await db.executemany(
+        rows = [(count, message_id) for message_id, count in counts.items()]
+        await self.store.run(
+            lambda db: db.executemany(
                 "UPDATE message_spread SET forwarded_to = forwarded_to + ? WHERE message_id = ?",
-                [(count, message_id) for message_id, count in counts.items()],
-            )
+                rows,
+            ),
+            durable=False,
+        )
 
     async def account_history(self, account: bytes, limit: int = 100) -> list[sqlite3.Row]:
         return await self.store.fetchall(

@@ -1,0 +1,134 @@
+"""Store.run: where a transaction runs, and what it does when another process holds the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from storage.errors import DatabaseLocked, StorageError
+from storage.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = Store(tmp_path / "node.db")
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def put(key: str) -> Callable[[sqlite3.Connection], int]:
+    def work(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, b"v"))
+        return threading.get_ident()
+
+    return work
+
+
+async def test_a_transaction_without_fsync_runs_on_the_loop_and_one_with_on_the_writer(
+    store: Store,
+) -> None:
+    assert await store.run(put("light"), durable=False) == threading.get_ident()
+    assert await store.run(put("durable"), durable=True) != threading.get_ident()
+    assert await store.run(put("light again"), durable=False) == threading.get_ident()
+    for key in ("light", "durable", "light again"):
+        assert await store.get_meta(key) == b"v"
+
+
+def hold_write_lock(path: Path, locked: threading.Event, release: threading.Event) -> None:
+    other = sqlite3.connect(path, isolation_level=None, timeout=1)
+    other.execute("BEGIN IMMEDIATE")
+    locked.set()
+    release.wait(10)
+    other.execute("ROLLBACK")
+    other.close()
+
+
+async def test_a_locked_database_is_waited_for_off_the_loop(store: Store) -> None:
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(store.path, locked, release))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, release.set)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        started = time.monotonic()
+        await store.run(put("after the lock"), durable=False)
+        waited = time.monotonic() - started
+        ticker.cancel()
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 5)
+    assert waited >= 0.25  # it did wait for the other connection...
+    assert ticks >= 10  # ...while the loop went on
+    assert await store.get_meta("after the lock") == b"v"
+    # The inline path comes back afterwards.
+    assert await store.run(put("inline"), durable=False) == threading.get_ident()
+
+
+async def test_a_lock_held_past_the_timeout_is_a_typed_error(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage import store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(store.path, locked, release))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        with pytest.raises(DatabaseLocked):
+            await store.run(put("never"), durable=False)
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 5)
+    assert await store.get_meta("never") is None
+    await store.run(put("later"), durable=False)
+    assert await store.get_meta("later") == b"v"
+
+
+async def test_run_now_writes_only_when_nothing_is_to_be_waited_for(store: Store) -> None:
+    assert store.run_now(put("free"))
+    assert await store.get_meta("free") == b"v"
+    async with store.transaction():  # another transaction holds the writer
+        assert not store.run_now(put("behind a transaction"))
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(store.path, locked, release))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        assert not store.run_now(put("behind another process"))
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 5)
+    assert await store.get_meta("behind a transaction") is None
+    assert await store.get_meta("behind another process") is None
+    assert store.run_now(put("free again"))
+
+
+async def test_run_now_rolls_back_what_fails(store: Store) -> None:
+    def half_then_fail(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO meta (key, value) VALUES ('half', x'00')")
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    with pytest.raises(StorageError):
+        store.run_now(half_then_fail)
+    assert await store.get_meta("half") is None
+    assert store.run_now(put("next"))
