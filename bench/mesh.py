@@ -9,8 +9,8 @@ For each N (default 10 and 20), in one process:
   - dissemination: M posts (default 200) from publishers taken in turn, paced (--rate per second,
     default 5), after a few unmeasured warm-up posts; per post, from the publish call until
     every node has committed it (commit listeners on every driver): p50, p99, max. Beside them:
-    hops from each node to the farthest, store commit times (EventStore.commit is wrapped: one
-    commit, one fsync, precedes every forward), and the process CPU load (one process, 2 cores).
+    hops from each node to the farthest, store commit times (EventStore.commit and commit_now are
+    wrapped: a commit precedes every forward), and the process CPU load (one process, 2 cores).
   - duplicates: payload copies received (Session.events_in, every EVENTS frame, replies too)
     against deliveries (events accepted from a peer): (copies - deliveries) / deliveries.
   - the WebRTC ceiling: the mesh graph the nodes formed, rebuilt from bare aiortc peer
@@ -192,7 +192,8 @@ def connected(count: int, edges: Iterable[tuple[int, int]]) -> bool:
 
 
 class CommitTimer:
-    """Times `EventStore.commit` of plans that store events, on every node (wraps the method)."""
+    """Times the store commits of plans that store events, on every node (wraps
+    `EventStore.commit` and `EventStore.commit_now`)."""
 
     def __init__(self, nodes: list[Node]) -> None:
         self.samples: list[float] = []
@@ -210,7 +211,20 @@ class CommitTimer:
                 if plan.accepted:
                     self.samples.append(time.perf_counter() - start)
 
+        original_now = events.commit_now
+
+        def commit_now(plan: Plan, *, now: float | None = None) -> bool:
+            start = time.perf_counter()
+            committed = False
+            try:
+                committed = original_now(plan, now=now)
+            finally:
+                if committed and plan.accepted:
+                    self.samples.append(time.perf_counter() - start)
+            return committed
+
         events.commit = commit  # type: ignore[method-assign]
+        events.commit_now = commit_now  # type: ignore[method-assign]
 
 
 # --- real nodes ----------------------------------------------------------------------------------

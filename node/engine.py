@@ -5,7 +5,9 @@ engine queued, carries out its effects and re-arms one timer (aioquic's asyncio 
 more lines because our effects include the store). Effects that need the database - committing a
 plan, reading old events, serving ranges - run one at a time on a worker task, in order; the
 engine never has more than one plan in flight, so events that arrive meanwhile are group-committed
-in the next plan. No protocol decision is made here.
+in the next plan. A plan that needs no fsync is committed on the spot when the worker is idle
+(`EventStore.commit_now`): a relayed post then goes out in the same callback that brought it.
+No protocol decision is made here.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class GossipDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._work: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._working = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._scheduled = False
@@ -225,6 +228,8 @@ class GossipDriver:
         self._arm_timer()
 
     def _apply(self, effect: Effect) -> None:
+        if isinstance(effect, StorePlan) and self._commit_now(effect.plan):
+            return
         if isinstance(effect, StorePlan | Lookup | ServeRange | ServeIds | Rebuild):
             self._work.put_nowait(effect)
         elif isinstance(effect, CloseTransport):
@@ -271,11 +276,13 @@ class GossipDriver:
     async def _work_loop(self) -> None:
         while True:
             item = await self._work.get()
+            self._working = True
             try:
                 await self._do(item)
             except Exception:
                 log.exception("store work %s failed", type(item).__name__)
             finally:
+                self._working = False
                 self._work.task_done()
             self._process()
 
@@ -293,19 +300,40 @@ class GossipDriver:
         else:
             await self._rebuild()
 
+    def _commit_now(self, plan: Plan) -> bool:
+        """Commit ``plan`` in this callback if the worker is idle (the order of store work holds)
+        and the store can do it without waiting; False: queue it."""
+        if self._working or not self._work.empty():
+            return False
+        started = time.perf_counter()
+        try:
+            if not self.events.commit_now(plan):
+                return False
+        except StorageError as exc:
+            self._commit_failed(plan, exc)
+            return True
+        self._committed(plan, started)
+        return True
+
     async def _commit(self, plan: Plan) -> None:
         started = time.perf_counter()
         try:
             await self.events.commit(plan)
-            if self.traffic is not None and plan.writes:
-                self.traffic.commit_seconds.observe(time.perf_counter() - started)
         except StorageError as exc:
-            if self.last_storage_error is None or self.last_storage_error.code != exc.code:
-                log.error("store cannot commit (%s): %s; retrying", exc.code, exc.detail)
-            self.last_storage_error = exc
-            self.gossip.plan_failed(plan, exc, self.now)
-            self._settle(plan)
+            self._commit_failed(plan, exc)
             return
+        self._committed(plan, started)
+
+    def _commit_failed(self, plan: Plan, exc: StorageError) -> None:
+        if self.last_storage_error is None or self.last_storage_error.code != exc.code:
+            log.error("store cannot commit (%s): %s; retrying", exc.code, exc.detail)
+        self.last_storage_error = exc
+        self.gossip.plan_failed(plan, exc, self.now)
+        self._settle(plan)
+
+    def _committed(self, plan: Plan, started: float) -> None:
+        if self.traffic is not None and plan.writes:
+            self.traffic.commit_seconds.observe(time.perf_counter() - started)
         if self.last_storage_error is not None:
             log.info("store commits again")
             self.last_storage_error = None

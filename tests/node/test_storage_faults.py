@@ -97,3 +97,25 @@ async def test_a_locked_database_is_waited_out(node: Node, data_dir: Path) -> No
     status, _ = await post(node, "unlocked")
     assert status == 201
     assert "unlocked" in await stored_posts(node)
+
+
+async def test_a_post_behind_a_transaction_in_progress_is_committed_after_it(node: Node) -> None:
+    """A post is committed on the spot only when the writer is free; otherwise it waits its turn
+    on the store's worker, in order, and is acknowledged once committed."""
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_writer() -> None:
+        async with node.store.transaction(durable=False):
+            inside.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold_writer())
+    await asyncio.wait_for(inside.wait(), 5)
+    posting = asyncio.create_task(post(node, "behind"))
+    done, _ = await asyncio.wait({posting}, timeout=0.3)
+    assert not done  # not acknowledged while the writer was taken
+    release.set()
+    await holder
+    status, _ = await asyncio.wait_for(posting, 10)
+    assert status == 201
+    assert "behind" in await stored_posts(node)
