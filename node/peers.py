@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ SIGNAL_RATE_PER_S = 2.0
 SIGNAL_BURST = 10
 #: IP addresses whose signalling rate is tracked (oldest forgotten first).
 MAX_TRACKED_SOURCES = 4_096
+#: What a ROUTED refusal may carry: one of the codes of POST /signal's refusals.
+REFUSAL_CODE = re.compile(r"[a-z_]{1,32}")
 #: Seconds between peer-exchange announcements to every peer, and the least between two to one
 #: peer (a node below its target degree exchanges this often).
 PEER_EXCHANGE_INTERVAL_S = 30.0
@@ -138,7 +141,8 @@ class PeerManager:
         self.by_handle: dict[int, Connection] = {}
         self._dialling: set[tuple[str, int]] = set()
         self._dialling_nodes: set[bytes] = set()
-        self._answers: dict[bytes, asyncio.Future[Signal]] = {}
+        #: Offers sent over the mesh, by session: the node asked, and where its answer goes.
+        self._answers: dict[bytes, tuple[bytes, asyncio.Future[Signal]]] = {}
         #: Backward learning: for a ROUTED frame's source, the peer it last arrived from. A reply
         #: follows it back when no route is known (a relayed offer's answer, above all).
         self._came_from: dict[bytes, bytes] = {}
@@ -372,17 +376,9 @@ class PeerManager:
     async def _offer_via_mesh(self, connection: Connection, target: bytes, relay: bytes) -> Signal:
         offer = self._offer(target, await connection.rtc.offer())
         future: asyncio.Future[Signal] = asyncio.get_running_loop().create_future()
-        self._answers[offer.session] = future
+        self._answers[offer.session] = (target, future)
         try:
-            routed = Routed.create(
-                self.key,
-                network_id=self.gossip.network_id or ZERO_ID,
-                dst=target,
-                ttl=MAX_ROUTED_TTL,
-                msg_id=offer.session,
-                kind="signal",
-                payload=encode_frame(offer),
-            )
+            routed = self._routed_to(target, offer.session, "signal", encode_frame(offer))
             if not self.gossip.send_to(relay, routed):
                 raise SignalRefused("the relay is gone")
             self.driver.kick()
@@ -614,6 +610,9 @@ class PeerManager:
         if frame.dst != self.key.public:
             self.forward(frame)
             return
+        if frame.kind == "refusal":
+            self._refused(frame)
+            return
         if frame.kind != "signal":
             self.node.on_routed(frame, event)
             return
@@ -624,9 +623,9 @@ class PeerManager:
         if signal.sender != frame.src:
             return  # the ROUTED signer must be the signal's sender
         if signal.kind == "answer":
-            future = self._answers.get(signal.session)
-            if future is not None and not future.done():
-                future.set_result(signal)
+            pending = self._answers.get(signal.session)
+            if pending is not None and not pending[1].done():
+                pending[1].set_result(signal)
             return
         self._spawn(self._answer_routed(signal, frame), "routed offer")
 
@@ -637,17 +636,32 @@ class PeerManager:
             log.info(
                 "refused an offer over the mesh from %s: %s", short_id(offer.sender), exc.detail
             )
+            # Said, so that the dialler tries elsewhere now rather than after its timeout.
+            self.forward(self._routed_to(frame.src, offer.session, "refusal", exc.code.encode()))
             return
-        reply = Routed.create(
+        self.forward(self._routed_to(frame.src, offer.session, "signal", encode_frame(answer)))
+
+    def _refused(self, frame: Routed) -> None:
+        """The node we sent an offer over the mesh refused it: the dial fails now, not after
+        CONNECT_TIMEOUT_S, and the dialler tries another address."""
+        pending = self._answers.get(frame.msg_id)
+        if pending is None or pending[0] != frame.src or pending[1].done():
+            return
+        code = frame.payload.decode("ascii", "replace")
+        if not REFUSAL_CODE.fullmatch(code):
+            code = SignalRefused.code
+        pending[1].set_exception(SignalRefused(f"refused over the mesh: {code}", code=code))
+
+    def _routed_to(self, dst: bytes, session: bytes, kind: str, payload: bytes) -> Routed:
+        return Routed.create(
             self.key,
             network_id=self.gossip.network_id or ZERO_ID,
-            dst=frame.src,
+            dst=dst,
             ttl=MAX_ROUTED_TTL,
-            msg_id=offer.session,
-            kind="signal",
-            payload=encode_frame(answer),
+            msg_id=session,
+            kind=kind,
+            payload=payload,
         )
-        self.forward(reply)
 
     def forward(self, frame: Routed) -> bool:
         """Pass a ROUTED frame one hop on: to the destination if it is a peer, else the next hop."""

@@ -57,7 +57,7 @@ MAX_LINK_STATES = 64
 #: Most addresses in one PEERS frame.
 MAX_PEER_ADDRESSES = 64
 #: What a ROUTED frame's payload is.
-ROUTED_KINDS = frozenset({"direct", "ack", "signal"})
+ROUTED_KINDS = frozenset({"direct", "ack", "signal", "refusal"})
 
 
 class FrameType(IntEnum):
@@ -443,7 +443,7 @@ class Routed:
     path: tuple[bytes, ...]
     #: 16 random bytes naming the message (for acknowledgements and duplicate suppression).
     msg_id: bytes
-    #: What the payload is: "direct", "ack" or "signal".
+    #: What the payload is: "direct", "ack", "signal" or "refusal" (of a signal offer).
     kind: str
     payload: bytes
     #: Id of the genesis of the mesh the message belongs to.

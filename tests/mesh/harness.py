@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from node.daemon import Node
+from node.datadir import DataDir
 from tests.conftest import cli_command, free_port, make_config, node_env, wait_until
 
 IN_TEST_NETNS = os.environ.get("LIBERATION_TEST_NETNS") == "1"
@@ -60,6 +61,17 @@ async def start_node(root: Path, index: int, **extra: Any) -> Node:
     await node.start()
     await wait_until(lambda: node.peers is not None, within=20, what=f"node {index}'s mesh")
     return node
+
+
+def node_ids(root: Path, count: int) -> list[bytes]:
+    """Create the keys of nodes 0..count-1 under ``root`` ahead of time (for allow-lists)."""
+    ids = []
+    for index in range(count):
+        data = DataDir(root / f"node{index}")
+        data.ensure()
+        key, _ = data.node_key(create=True)
+        ids.append(key.public)
+    return ids
 
 
 def mesh_address(node: Node, index: int) -> str:

@@ -10,23 +10,12 @@ import aiohttp
 import pytest
 
 from node.daemon import Node
-from node.datadir import DataDir
 from protocol.errors import CloseReason
 from tests.conftest import wait_until
-from tests.mesh.harness import mesh_address, running, start_node
+from tests.mesh.harness import mesh_address, node_ids, running, start_node
 
 #: Links of the test mesh: the line 0-1-2-3-4, and a detour 1-5-3 around node 2.
 LINKS = [(0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 3)]
-
-
-def node_ids(root: Path, count: int) -> list[bytes]:
-    ids = []
-    for index in range(count):
-        data = DataDir(root / f"node{index}")
-        data.ensure()
-        key, _ = data.node_key(create=True)
-        ids.append(key.public)
-    return ids
 
 
 def allowed(index: int, ids: list[bytes]) -> tuple[str, ...]:

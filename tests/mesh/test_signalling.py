@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,13 +13,14 @@ import pytest
 
 from bootstrap.signalling import SIGNAL_FRESHNESS_MS
 from node.daemon import Node
-from node.webrtc import RtcPeer, ice_configuration
+from node.webrtc import CONNECT_TIMEOUT_S, RtcPeer, ice_configuration
 from protocol import codec
 from protocol.events import ZERO_ID
 from protocol.frames import Ping, Signal, encode_frame
 from protocol.identity import SigningKey
 from protocol.limits import PROTOCOL_VERSION
-from tests.mesh.harness import loopback, running, start_node
+from tests.conftest import wait_until
+from tests.mesh.harness import loopback, mesh_address, node_ids, peer_ids, running, start_node
 
 STRANGER = SigningKey.for_label("signalling-stranger")
 
@@ -168,3 +171,45 @@ async def test_a_false_mdns_claim_is_not_believed(tmp_path: Path) -> None:
 
         await wait_until(lambda: entry.failures >= 1, within=20, what="the dial to be refused")
         assert not a.gossip.by_peer  # type: ignore[union-attr]
+
+
+async def test_an_offer_refused_over_the_mesh_fails_the_dial_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Node 0 learns node 2 from node 1 and offers to it over the mesh; node 2 admits only node 1
+    and says so in a ROUTED refusal, so node 0's dial fails now rather than after its timeout."""
+    caplog.set_level(logging.INFO, logger="node.peers")
+    ids = node_ids(tmp_path, 3)
+    nodes: list[Node] = []
+    async with running(nodes):
+        nodes.append(await start_node(tmp_path, 1, mesh={"target_peers": 2}))
+        nodes.append(
+            await start_node(
+                tmp_path,
+                2,
+                mesh={"allow_peers": (ids[1].hex(),)},
+                discovery={"bootstrap": (mesh_address(nodes[0], 1),)},
+            )
+        )
+        await wait_until(lambda: ids[2] in peer_ids(nodes[0]), within=20, what="1 - 2")
+        started = time.monotonic()
+        nodes.append(
+            await start_node(
+                tmp_path,
+                0,
+                mesh={"target_peers": 2},
+                discovery={"bootstrap": (mesh_address(nodes[0], 1),)},
+            )
+        )
+        first = nodes[2]
+
+        def refused() -> bool:
+            return any(
+                "refused over the mesh: not_allowed" in record.getMessage()
+                for record in caplog.records
+            )
+
+        await wait_until(refused, within=CONNECT_TIMEOUT_S / 2, what="the refusal")
+        assert time.monotonic() - started < CONNECT_TIMEOUT_S
+        assert first.peers is not None and first.peers.dial_failures >= 1
+        assert ids[2] not in peer_ids(first)

@@ -533,6 +533,17 @@ def test_routed_limits(changes: dict[str, CborValue]) -> None:
         decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(**changes)]))
 
 
+@pytest.mark.parametrize("kind", ["direct", "ack", "signal", "refusal"])
+def test_every_routed_kind_decodes(kind: str) -> None:
+    frame = decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(kind=kind)]))
+    assert isinstance(frame, Routed) and frame.kind == kind
+
+
+def test_an_unknown_routed_kind_is_refused() -> None:
+    with pytest.raises(DecodeError, match="routed.kind"):
+        decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(kind="gossip")]))
+
+
 def test_routed_limits_at_the_boundary_are_accepted() -> None:
     fields = _routed_fields(
         ttl=MAX_ROUTED_TTL,
