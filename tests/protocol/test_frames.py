@@ -540,7 +540,7 @@ def test_every_routed_kind_decodes(kind: str) -> None:
 
 
 def test_an_unknown_routed_kind_is_refused() -> None:
-    with pytest.raises(DecodeError, match="routed.kind"):
+    with pytest.raises(DecodeError, match=r"routed\.kind"):
         decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(kind="gossip")]))
 
 
