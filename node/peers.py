@@ -64,6 +64,11 @@ SIGNAL_BURST = 10
 MAX_TRACKED_SOURCES = 4_096
 #: What a ROUTED refusal may carry: one of the codes of POST /signal's refusals.
 REFUSAL_CODE = re.compile(r"[a-z_]{1,32}")
+#: Refusals of a mesh offer that are said to its sender: those of an offer that is its own and
+#: current. A stale, replayed or misaddressed copy (a relay may resend one) gets no answer.
+SAID_REFUSALS = frozenset(
+    {"already_connected", "banned", "not_allowed", "shutting_down", "bad_sdp", "busy"}
+)
 #: Seconds between peer-exchange announcements to every peer, and the least between two to one
 #: peer (a node below its target degree exchanges this often).
 PEER_EXCHANGE_INTERVAL_S = 30.0
@@ -636,8 +641,9 @@ class PeerManager:
             log.info(
                 "refused an offer over the mesh from %s: %s", short_id(offer.sender), exc.detail
             )
-            # Said, so that the dialler tries elsewhere now rather than after its timeout.
-            self.forward(self._routed_to(frame.src, offer.session, "refusal", exc.code.encode()))
+            if exc.code in SAID_REFUSALS:  # the dialler tries elsewhere now, not after its timeout
+                refusal = self._routed_to(frame.src, offer.session, "refusal", exc.code.encode())
+                self.forward(refusal)
             return
         self.forward(self._routed_to(frame.src, offer.session, "signal", encode_frame(answer)))
 
