@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -62,8 +61,6 @@ SIGNAL_RATE_PER_S = 2.0
 SIGNAL_BURST = 10
 #: IP addresses whose signalling rate is tracked (oldest forgotten first).
 MAX_TRACKED_SOURCES = 4_096
-#: What a ROUTED refusal may carry: one of the codes of POST /signal's refusals.
-REFUSAL_CODE = re.compile(r"[a-z_]{1,32}")
 #: Refusals of a mesh offer that are said to its sender: those of an offer that is its own and
 #: current. A stale, replayed or misaddressed copy (a relay may resend one) gets no answer.
 SAID_REFUSALS = frozenset(
@@ -354,12 +351,15 @@ class PeerManager:
             self.wake()
 
     def _offer(self, recipient: bytes | None, sdp: str) -> Signal:
+        return self._signal(recipient or ZERO_ID, self.rng.randbytes(NONCE_BYTES), "offer", sdp)
+
+    def _signal(self, recipient: bytes, session: bytes, kind: str, sdp: str) -> Signal:
         return Signal.create(
             self.key,
-            recipient=recipient or ZERO_ID,
+            recipient=recipient,
             ts=self._now_ms(),
-            session=self.rng.randbytes(NONCE_BYTES),
-            kind="offer",
+            session=session,
+            kind=kind,
             sdp=sdp,
             network_id=self.gossip.network_id or ZERO_ID,
         )
@@ -383,7 +383,7 @@ class PeerManager:
         future: asyncio.Future[Signal] = asyncio.get_running_loop().create_future()
         self._answers[offer.session] = (target, future)
         try:
-            routed = self._routed_to(target, offer.session, "signal", encode_frame(offer))
+            routed = self._routed_to(target, offer.session, encode_frame(offer))
             if not self.gossip.send_to(relay, routed):
                 raise SignalRefused("the relay is gone")
             self.driver.kick()
@@ -443,9 +443,10 @@ class PeerManager:
             raise SignalRefused("too many connections being set up", code="busy", status=503)
 
     async def _answer(self, offer: Signal, remote: str, via: Via, *, remote_ip: str = "") -> Signal:
+        # Authentic and fresh first: only the offer's own sender hears a refusal over the mesh.
+        self.gate.check(offer, self._me(), self._now_ms(), kind="offer")
         if self._stopping:
             raise SignalRefused("shutting down", code="shutting_down", status=503)
-        self.gate.check(offer, self._me(), self._now_ms(), kind="offer")
         sender = offer.sender
         now = self.driver.now
         if self.gossip.is_banned(sender, now):
@@ -465,15 +466,7 @@ class PeerManager:
         if self.stopping:  # stop() began during the answer
             await self._discard(connection)
             raise SignalRefused("shutting down", code="shutting_down", status=503)
-        answer = Signal.create(
-            self.key,
-            recipient=sender,
-            ts=self._now_ms(),
-            session=offer.session,
-            kind="answer",
-            sdp=answer_sdp,
-            network_id=self.gossip.network_id or ZERO_ID,
-        )
+        answer = self._signal(sender, offer.session, "answer", answer_sdp)
         task = self._spawn(self._await_inbound(connection), f"inbound {short_id(sender)}")
         connection.tasks.add(task)
         return answer
@@ -615,9 +608,6 @@ class PeerManager:
         if frame.dst != self.key.public:
             self.forward(frame)
             return
-        if frame.kind == "refusal":
-            self._refused(frame)
-            return
         if frame.kind != "signal":
             self.node.on_routed(frame, event)
             return
@@ -631,8 +621,10 @@ class PeerManager:
             pending = self._answers.get(signal.session)
             if pending is not None and not pending[1].done():
                 pending[1].set_result(signal)
-            return
-        self._spawn(self._answer_routed(signal, frame), "routed offer")
+        elif signal.kind == "refusal":
+            self._refused(signal)
+        else:
+            self._spawn(self._answer_routed(signal, frame), "routed offer")
 
     async def _answer_routed(self, offer: Signal, frame: Routed) -> None:
         try:
@@ -642,31 +634,33 @@ class PeerManager:
                 "refused an offer over the mesh from %s: %s", short_id(offer.sender), exc.detail
             )
             if exc.code in SAID_REFUSALS:  # the dialler tries elsewhere now, not after its timeout
-                refusal = self._routed_to(frame.src, offer.session, "refusal", exc.code.encode())
-                self.forward(refusal)
+                refusal = self._signal(offer.sender, offer.session, "refusal", exc.code)
+                self.forward(self._routed_to(frame.src, offer.session, encode_frame(refusal)))
             return
-        self.forward(self._routed_to(frame.src, offer.session, "signal", encode_frame(answer)))
+        self.forward(self._routed_to(frame.src, offer.session, encode_frame(answer)))
 
-    def _refused(self, frame: Routed) -> None:
+    def _refused(self, refusal: Signal) -> None:
         """The node we sent an offer over the mesh refused it: the dial fails now, not after
         CONNECT_TIMEOUT_S, and the dialler tries another address."""
-        pending = self._answers.get(frame.msg_id)
-        if pending is None or pending[0] != frame.src or pending[1].done():
+        pending = self._answers.get(refusal.session)
+        if pending is None or pending[0] != refusal.sender or pending[1].done():
             return
-        code = frame.payload.decode("ascii", "replace")
-        if not REFUSAL_CODE.fullmatch(code):
-            code = SignalRefused.code
+        try:
+            self.gate.check(refusal, self._me(), self._now_ms(), kind="refusal")
+        except SignalRefused:
+            return
+        code = refusal.sdp  # a refusal's code, checked when it was decoded
         pending[1].set_exception(SignalRefused(f"refused over the mesh: {code}", code=code))
 
-    def _routed_to(self, dst: bytes, session: bytes, kind: str, payload: bytes) -> Routed:
+    def _routed_to(self, dst: bytes, session: bytes, signal: bytes) -> Routed:
         return Routed.create(
             self.key,
             network_id=self.gossip.network_id or ZERO_ID,
             dst=dst,
             ttl=MAX_ROUTED_TTL,
             msg_id=session,
-            kind=kind,
-            payload=payload,
+            kind="signal",
+            payload=signal,
         )
 
     def forward(self, frame: Routed) -> bool:

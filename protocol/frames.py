@@ -10,6 +10,7 @@ path raises only `RemoteProtocolError` subclasses.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Protocol, Self, TypeAlias
@@ -57,7 +58,9 @@ MAX_LINK_STATES = 64
 #: Most addresses in one PEERS frame.
 MAX_PEER_ADDRESSES = 64
 #: What a ROUTED frame's payload is.
-ROUTED_KINDS = frozenset({"direct", "ack", "signal", "refusal"})
+ROUTED_KINDS = frozenset({"direct", "ack", "signal"})
+#: What a SIGNAL of kind "refusal" carries in place of an SDP: the code of the refusal.
+REFUSAL_CODE = re.compile(r"[a-z_]{1,32}")
 
 
 class FrameType(IntEnum):
@@ -443,7 +446,7 @@ class Routed:
     path: tuple[bytes, ...]
     #: 16 random bytes naming the message (for acknowledgements and duplicate suppression).
     msg_id: bytes
-    #: What the payload is: "direct", "ack", "signal" or "refusal" (of a signal offer).
+    #: What the payload is: "direct", "ack" or "signal".
     kind: str
     payload: bytes
     #: Id of the genesis of the mesh the message belongs to.
@@ -509,7 +512,8 @@ class Routed:
 
 @dataclass(frozen=True, slots=True)
 class Signal:
-    """A signed WebRTC offer or answer, carried by POST /signal or inside a ROUTED frame."""
+    """A signed WebRTC offer or answer, carried by POST /signal or inside a ROUTED frame; or the
+    refusal of an offer that came over the mesh."""
 
     TYPE: ClassVar[FrameType] = FrameType.SIGNAL
     sender: bytes
@@ -518,9 +522,9 @@ class Signal:
     ts: int
     #: 16 random bytes naming this connection attempt; an answer repeats its offer's.
     session: bytes
-    #: "offer" or "answer".
+    #: "offer", "answer" or "refusal".
     kind: str
-    #: The SDP text.
+    #: The SDP text; in a refusal, the refusal's code.
     sdp: str
     #: Id of the sender's genesis, or zeros.
     network_id: bytes
@@ -544,15 +548,18 @@ class Signal:
     @classmethod
     def from_fields(cls, f: list[CborValue]) -> Self:
         kind = _text(f[4], "signal.kind", 8)
-        if kind not in ("offer", "answer"):
-            raise DecodeError("signal.kind must be offer or answer")
+        if kind not in ("offer", "answer", "refusal"):
+            raise DecodeError("signal.kind must be offer, answer or refusal")
+        sdp = _text(f[5], "signal.sdp", MAX_ROUTED_PAYLOAD_BYTES - 512)
+        if kind == "refusal" and not REFUSAL_CODE.fullmatch(sdp):
+            raise DecodeError("a refusal's code is 1-32 characters a-z and _")
         return cls(
             _bytes(f[0], "signal.sender", KEY_BYTES),
             _bytes(f[1], "signal.recipient", KEY_BYTES),
             _uint(f[2], "signal.ts", (1 << 53) - 1),
             _bytes(f[3], "signal.session", NONCE_BYTES),
             kind,
-            _text(f[5], "signal.sdp", MAX_ROUTED_PAYLOAD_BYTES - 512),
+            sdp,
             _bytes(f[6], "signal.network_id", ID_BYTES),
             _bytes(f[7], "signal.sig", SIGNATURE_BYTES),
         )

@@ -533,7 +533,7 @@ def test_routed_limits(changes: dict[str, CborValue]) -> None:
         decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(**changes)]))
 
 
-@pytest.mark.parametrize("kind", ["direct", "ack", "signal", "refusal"])
+@pytest.mark.parametrize("kind", ["direct", "ack", "signal"])
 def test_every_routed_kind_decodes(kind: str) -> None:
     frame = decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(kind=kind)]))
     assert isinstance(frame, Routed) and frame.kind == kind
@@ -542,6 +542,30 @@ def test_every_routed_kind_decodes(kind: str) -> None:
 def test_an_unknown_routed_kind_is_refused() -> None:
     with pytest.raises(DecodeError, match=r"routed\.kind"):
         decode_frame(codec.encode([*header(FrameType.ROUTED), *_routed_fields(kind="gossip")]))
+
+
+def _signal(kind: str, sdp: str) -> Signal:
+    return Signal.create(
+        NODE, recipient=bytes(32), ts=1, session=bytes(16), kind=kind, sdp=sdp, network_id=bytes(32)
+    )
+
+
+@pytest.mark.parametrize("code", ["already_connected", "busy", "a", "z" * 32])
+def test_a_refusal_carries_its_code(code: str) -> None:
+    refusal = _signal("refusal", code)
+    decoded = decode_frame(encode_frame(refusal))
+    assert decoded == refusal and decoded.signature_valid()
+
+
+@pytest.mark.parametrize("code", ["", "z" * 33, "Busy", "busy!", "v=0\r\no=- 1 1 IN IP4 0.0.0.0"])
+def test_a_refusal_with_anything_but_a_code_is_refused(code: str) -> None:
+    with pytest.raises(DecodeError, match="refusal"):
+        decode_frame(encode_frame(_signal("refusal", code)))
+
+
+def test_an_unknown_signal_kind_is_refused() -> None:
+    with pytest.raises(DecodeError, match=r"signal\.kind"):
+        decode_frame(encode_frame(_signal("pranswer", "x")))
 
 
 def test_routed_limits_at_the_boundary_are_accepted() -> None:
