@@ -312,6 +312,13 @@ class GossipDriver:
         except StorageError as exc:
             self._commit_failed(plan, exc)
             return True
+        except Exception as exc:  # not to escape into whoever fed us input (aiortc, the API)
+            log.exception("committing a plan failed")
+            self._commit_failed(plan, StorageError(f"unexpected {type(exc).__name__}: {exc}"))
+            return True
+        # Listeners run inside _process here. One that submits (the automation) nests a _process
+        # whose plan commits after ours, though maybe before our later listeners have run: fine
+        # today, as the automation submits ledger events, which go to the writer's thread.
         self._committed(plan, started)
         return True
 

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Rows of routes and links written on the event loop at most (~2.5 ms here); more go to the
+#: store's writer thread.
+SMALL_TABLE_ROWS = 400
 #: Seconds between link-state refreshes when nothing changes; records live 3 refreshes. Each
 #: refresh comes after 75-100% of it at random, so that nodes started together do not flood
 #: their records all at once for ever after. Every record is flooded to every node over every
@@ -345,8 +348,12 @@ class Router:
         async def write() -> None:
             try:
                 # Derived data, recomputed after any restart: no fsync (it would hold the store's
-                # write lock for the length of one and delay event commits behind it).
-                await self.node.store.run(replace_tables, durable=False)
+                # write lock for the length of one and delay event commits behind it). A big
+                # mesh's tables go to the writer's thread rather than stall the loop.
+                if len(rows) + len(links) <= SMALL_TABLE_ROWS:
+                    await self.node.store.run_small(replace_tables)
+                else:
+                    await self.node.store.run(replace_tables, durable=False)
             except LiberationError as exc:  # routes are derived state: the next recompute retries
                 log.warning("routes not stored: %s", exc.detail, exc_info=True)
 

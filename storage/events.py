@@ -23,6 +23,9 @@ from storage.store import Store
 
 #: Rows per executemany batch when streaming the log.
 STREAM_BATCH = 2_000
+#: Most items in a plan committed on the event loop (`commit_now`): 256 posts take ~10 ms here;
+#: a bigger plan (a catch-up batch) goes to the writer's thread rather than stall the loop.
+COMMIT_NOW_MAX_ITEMS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class EventStore:
         """Write ``plan`` here and now if it needs no fsync and nothing has to be waited for
         (`Store.run_now`); False if it was not written: then `commit` it. Raises a StorageError
         and writes nothing, as `commit` does."""
-        if _needs_fsync(plan):
+        if _needs_fsync(plan) or len(plan.items) > COMMIT_NOW_MAX_ITEMS:
             return False
         if not plan.writes and plan.network_id is None:
             return True
@@ -424,12 +427,11 @@ class EventStore:
         if not counts:
             return
         rows = [(count, message_id) for message_id, count in counts.items()]
-        await self.store.run(
+        await self.store.run_small(
             lambda db: db.executemany(
                 "UPDATE message_spread SET forwarded_to = forwarded_to + ? WHERE message_id = ?",
                 rows,
-            ),
-            durable=False,
+            )
         )
 
     async def account_history(self, account: bytes, limit: int = 100) -> list[sqlite3.Row]:

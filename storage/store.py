@@ -3,8 +3,8 @@
 One file per node, WAL mode. A durable transaction (the default, and every one holding ledger
 events) runs under ``synchronous=FULL``: its commit returns only after the WAL is synced, so what
 it acknowledged survives kill -9 and power loss alike. All writes go through one connection
-and a lock serialises its transactions. A transaction that syncs runs on that connection's
-aiosqlite thread; one that does not (`run` with ``durable=False``) runs on the event loop's.
+and a lock serialises its transactions. They run on that connection's aiosqlite thread, except
+small ones without fsync (`run_now`), which run on the event loop's.
 """
 
 from __future__ import annotations
@@ -26,13 +26,6 @@ from storage.errors import MigrationError, StorageError, translate
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 T = TypeVar("T")
-
-
-class _Locked:
-    """Another connection held the database: the transaction was rolled back, not committed."""
-
-
-_LOCKED = _Locked()
 #: Seconds between background WAL checkpoints. SQLite's own checkpoint runs inside the commit that
 #: crosses its threshold and holds that commit (and every write queued behind it) for the length
 #: of copying the WAL into the database and syncing it; a separate connection does it instead.
@@ -83,9 +76,9 @@ class Store:
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpoints: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
-        self._durable = True
-        #: Whether the writer's busy_timeout is set (off while a transaction runs on the loop).
-        self._waits_for_locks = True
+        #: The writer's settings as last applied: (durable, on the loop's thread), or None when
+        #: unknown (an interrupted change). See `_configure`.
+        self._mode: tuple[bool, bool] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -204,16 +197,7 @@ class Store:
         async with self._write_lock:
             db = self.db
             try:
-                if durable != self._durable:
-                    await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                    self._durable = durable
-                if not self._waits_for_locks:
-                    await db.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-                    self._waits_for_locks = True
-            except sqlite3.Error as exc:
-                raise translate(exc) from None
-            try:
-                await db.execute("BEGIN IMMEDIATE")
+                await db._execute(self._begin, durable, False)  # type: ignore[no-untyped-call]
             except sqlite3.Error as exc:
                 raise translate(exc) from None
             try:
@@ -229,21 +213,16 @@ class Store:
     async def run(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``work`` as one transaction, in a single step.
 
-        The same transaction as `transaction` would make, but its statements do not each wait
-        for a turn of the event loop: a busy loop would otherwise stretch every commit by as many
-        turns as it has statements. A durable transaction runs on the writer's thread, which
-        waits out the fsync. One without fsync takes a fraction of a millisecond and runs right
-        here on the loop (see `run_now`). ``work`` may run on another thread: it must touch
-        nothing but the connection it is given and its own arguments.
+        The same transaction as `transaction` would make, on the writer's thread, but its
+        statements do not each wait for a turn of the event loop: a busy loop would otherwise
+        stretch every commit by as many turns as it has statements. ``work`` runs on another
+        thread: it must touch nothing but the connection it is given and its own arguments.
+        A small transaction without fsync is better run on the loop: see `run_now`.
         """
         async with self._write_lock:
-            if not durable:
-                result = self._run_on_loop(work)
-                if not isinstance(result, _Locked):
-                    return result
             db = self.db
             running = asyncio.ensure_future(
-                db._execute(self._transaction, work, durable, True)  # type: ignore[no-untyped-call]
+                db._execute(self._transaction, work, durable, False)  # type: ignore[no-untyped-call]
             )
             try:
                 return await asyncio.shield(running)
@@ -254,6 +233,13 @@ class Store:
                 raise
             except sqlite3.Error as exc:
                 raise translate(exc) from None
+
+    async def run_small(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """A transaction without fsync of a few rows: on the loop if nothing has to be waited
+        for (`run_now`), else on the writer's thread. Waiting out a thread's round trip with
+        the write lock held would hold up the gossip commits behind it."""
+        if not self.run_now(work):
+            await self.run(work, durable=False)
 
     def run_now(self, work: Callable[[sqlite3.Connection], object]) -> bool:
         """Run ``work`` as one transaction without fsync, here and now, if nothing has to be
@@ -266,34 +252,53 @@ class Store:
         """
         if self._write_lock.locked():
             return False
-        return not isinstance(self._run_on_loop(work), _Locked)
-
-    def _run_on_loop(self, work: Callable[[sqlite3.Connection], T]) -> T | _Locked:
+        conn = self.db._conn  # aiosqlite's connection: under the lock, nothing else uses it
+        if conn.in_transaction:
+            return False  # left open by an interrupted writer: the thread rolls it back first
         # The loop must not wait for a lock: this process is the store's only writer, but another
         # (a backup, an sqlite3 shell) may hold the database for a while. The transaction, rolled
         # back, is then left to the writer's thread, which waits up to the busy timeout.
         try:
-            return self._transaction(work, False, False)
+            self._transaction(work, False, True)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return _LOCKED
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            ):
+                return False
             raise translate(exc) from None
         except sqlite3.Error as exc:
             raise translate(exc) from None
+        return True
+
+    def _configure(self, conn: sqlite3.Connection, durable: bool, on_loop: bool) -> None:
+        """Settings of the writer for where its transaction runs. On the loop's thread: no fsync,
+        no waiting for another process's lock, and no automatic checkpoint (its copying and
+        fsync would stall the loop; the background connection checkpoints). On the writer's
+        thread: the fsync a durable transaction asks for, a busy timeout, and the automatic
+        checkpoint as a safety net for a background checkpointer that fell behind."""
+        mode = (durable, on_loop)
+        if mode == self._mode:
+            return
+        self._mode = None  # unknown until every setting below is in place
+        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        conn.execute(f"PRAGMA busy_timeout = {0 if on_loop else SQLITE_BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {0 if on_loop else WAL_AUTOCHECKPOINT_PAGES}")
+        self._mode = mode
+
+    def _begin(self, durable: bool, on_loop: bool) -> None:
+        conn = self.db._conn  # aiosqlite's connection: under the lock, nothing else uses it
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # left open by an interrupted writer: never acknowledged
+        self._configure(conn, durable, on_loop)
+        conn.execute("BEGIN IMMEDIATE")
 
     def _transaction(
-        self, work: Callable[[sqlite3.Connection], T], durable: bool, wait_for_locks: bool
+        self, work: Callable[[sqlite3.Connection], T], durable: bool, on_loop: bool
     ) -> T:
         """One transaction on the writer's connection, on whichever thread holds it now."""
-        conn = self.db._conn  # aiosqlite's connection: nothing else uses it meanwhile
-        if durable != self._durable:
-            conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
-        if wait_for_locks != self._waits_for_locks:
-            timeout_ms = SQLITE_BUSY_TIMEOUT_MS if wait_for_locks else 0
-            conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-            self._waits_for_locks = wait_for_locks
-        conn.execute("BEGIN IMMEDIATE")
+        conn = self.db._conn
+        self._begin(durable, on_loop)
         try:
             result = work(conn)
             conn.execute("COMMIT")

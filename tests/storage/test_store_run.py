@@ -33,14 +33,51 @@ def put(key: str) -> Callable[[sqlite3.Connection], int]:
     return work
 
 
-async def test_a_transaction_without_fsync_runs_on_the_loop_and_one_with_on_the_writer(
-    store: Store,
-) -> None:
-    assert await store.run(put("light"), durable=False) == threading.get_ident()
+async def test_run_now_runs_on_the_loop_and_run_on_the_writer(store: Store) -> None:
+    threads: list[int] = []
+
+    def record(db: sqlite3.Connection) -> None:
+        threads.append(put("on the loop")(db))
+
+    assert store.run_now(record)
+    assert threads == [threading.get_ident()]
     assert await store.run(put("durable"), durable=True) != threading.get_ident()
-    assert await store.run(put("light again"), durable=False) == threading.get_ident()
-    for key in ("light", "durable", "light again"):
+    assert await store.run(put("light"), durable=False) != threading.get_ident()
+    assert store.run_now(put("on the loop again"))
+    for key in ("on the loop", "durable", "light", "on the loop again"):
         assert await store.get_meta(key) == b"v"
+
+
+async def test_settings_follow_where_the_transaction_runs(store: Store) -> None:
+    """No fsync, no busy wait and no automatic checkpoint on the loop; all three on the writer's
+    thread, whatever ran before."""
+
+    def settings(db: sqlite3.Connection) -> tuple[int, int, int]:
+        return tuple(  # type: ignore[return-value]
+            db.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("synchronous", "busy_timeout", "wal_autocheckpoint")
+        )
+
+    seen: list[tuple[int, int, int]] = []
+    assert store.run_now(lambda db: seen.append(settings(db)))
+    assert seen == [(1, 0, 0)]  # NORMAL
+    assert await store.run(settings, durable=True) == (2, 5_000, 10_000)  # FULL
+    assert await store.run(settings, durable=False) == (1, 5_000, 10_000)
+    assert store.run_now(lambda db: seen.append(settings(db)))
+    assert seen[-1] == (1, 0, 0)
+
+
+async def test_a_transaction_left_open_is_rolled_back_before_the_next(store: Store) -> None:
+    """A writer interrupted mid-transaction (cancelled twice) must not leave the connection in
+    a transaction that swallows the next writers' work."""
+    conn = store.db._conn
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO meta (key, value) VALUES ('half', x'00')")
+    assert not store.run_now(put("refused on the loop"))
+    await store.run(put("after"), durable=False)
+    assert await store.get_meta("half") is None
+    assert await store.get_meta("after") == b"v"
+    assert store.run_now(put("on the loop"))
 
 
 def hold_write_lock(path: Path, locked: threading.Event, release: threading.Event) -> None:
@@ -70,6 +107,7 @@ async def test_a_locked_database_is_waited_for_off_the_loop(store: Store) -> Non
 
         ticker = asyncio.create_task(tick())
         started = time.monotonic()
+        assert not store.run_now(put("on the loop"))  # refused at once, not waited for
         await store.run(put("after the lock"), durable=False)
         waited = time.monotonic() - started
         ticker.cancel()
@@ -79,8 +117,7 @@ async def test_a_locked_database_is_waited_for_off_the_loop(store: Store) -> Non
     assert waited >= 0.25  # it did wait for the other connection...
     assert ticks >= 10  # ...while the loop went on
     assert await store.get_meta("after the lock") == b"v"
-    # The inline path comes back afterwards.
-    assert await store.run(put("inline"), durable=False) == threading.get_ident()
+    assert store.run_now(put("inline"))
 
 
 async def test_a_lock_held_past_the_timeout_is_a_typed_error(
