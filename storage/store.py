@@ -94,7 +94,7 @@ class Store:
 
     async def open(self) -> None:
         try:
-            # Used from the loop's thread too (`run` without fsync); the write lock keeps any two
+            # Used from the loop's thread too (`run_now`); the write lock keeps any two
             # uses of it from overlapping.
             self._db = await aiosqlite.connect(
                 self.path, isolation_level=None, check_same_thread=False
@@ -103,11 +103,10 @@ class Store:
             # host is nobody else's business: SQLite gives the -wal and -shm files this mode too.
             with suppress(OSError):
                 os.chmod(self.path, 0o600)
-            await self._db.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            await self._db.execute("PRAGMA journal_mode = WAL")
-            await self._db.execute("PRAGMA synchronous = FULL")
-            await self._db.execute("PRAGMA foreign_keys = ON")
-            await self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            db = self._db
+            await db._execute(self._configure, db._conn, True, False)  # type: ignore[no-untyped-call]
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA foreign_keys = ON")
             await self.migrate()
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")

@@ -557,7 +557,7 @@ def test_a_refusal_carries_its_code(code: str) -> None:
     assert decoded == refusal and decoded.signature_valid()
 
 
-@pytest.mark.parametrize("code", ["", "z" * 33, "Busy", "busy!", "v=0\r\no=- 1 1 IN IP4 0.0.0.0"])
+@pytest.mark.parametrize("code", ["", "z" * 33, "Busy", "busy!", "v=0\r\no=- 1 1 IN IP4 127.0.0.1"])
 def test_a_refusal_with_anything_but_a_code_is_refused(code: str) -> None:
     with pytest.raises(DecodeError, match="refusal"):
         decode_frame(encode_frame(_signal("refusal", code)))
