@@ -13,7 +13,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
@@ -58,6 +58,19 @@ def migrations() -> list[Migration]:
         if migration.version != expected:
             raise MigrationError(f"migration {expected} is missing (found {migration.name})")
     return found
+
+
+async def _to_the_end(step: Awaitable[T]) -> T:
+    """Await a step that runs on the writer's thread; if the caller is cancelled meanwhile, wait
+    for the step to end anyway, then raise the cancellation. The thread goes on with the step
+    regardless, so the write lock must not be released before it has."""
+    running = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with suppress(BaseException):
+            await running
+        raise
 
 
 class Store:
@@ -196,15 +209,14 @@ class Store:
         async with self._write_lock:
             db = self.db
             try:
-                await db._execute(self._begin, durable, False)  # type: ignore[no-untyped-call]
-            except sqlite3.Error as exc:
-                raise translate(exc) from None
-            try:
+                await _to_the_end(db._execute(self._begin, durable, False))  # type: ignore[no-untyped-call]
                 yield db
-                await db.execute("COMMIT")
+                await _to_the_end(db.execute("COMMIT"))
             except BaseException as exc:
+                # Cancelled or not, the lock is held until the thread has rolled back: the next
+                # holder (`run_now` on the loop above all) must find the connection idle.
                 with suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
+                    await _to_the_end(db.execute("ROLLBACK"))
                 if isinstance(exc, sqlite3.Error):
                     raise translate(exc) from None
                 raise
@@ -220,16 +232,10 @@ class Store:
         """
         async with self._write_lock:
             db = self.db
-            running = asyncio.ensure_future(
-                db._execute(self._transaction, work, durable, False)  # type: ignore[no-untyped-call]
-            )
             try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                # The thread finishes the transaction anyway: hold the lock until it has.
-                with suppress(BaseException):
-                    await running
-                raise
+                return await _to_the_end(
+                    db._execute(self._transaction, work, durable, False)  # type: ignore[no-untyped-call]
+                )
             except sqlite3.Error as exc:
                 raise translate(exc) from None
 

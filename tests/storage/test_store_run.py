@@ -169,3 +169,56 @@ async def test_run_now_rolls_back_what_fails(store: Store) -> None:
         store.run_now(half_then_fail)
     assert await store.get_meta("half") is None
     assert store.run_now(put("next"))
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("cancelled_in", ["BEGIN", "a statement"])
+async def test_a_cancelled_transaction_holds_the_writer_until_its_thread_is_done(
+    store: Store, cancelled_in: str
+) -> None:
+    """The writer's thread goes on with a step whose caller was cancelled. The write lock stays
+    held until the thread has rolled back: a commit on the loop would otherwise use the
+    connection at the same time as the thread."""
+    locked, release = threading.Event(), threading.Event()
+    holder: threading.Thread | None = None
+    if cancelled_in == "BEGIN":  # another process holds the database: BEGIN waits
+        holder = threading.Thread(target=hold_write_lock, args=(store.path, locked, release))
+        holder.start()
+        assert await asyncio.to_thread(locked.wait, 5)
+    else:  # the statement waits in a function of ours
+        store.db._conn.create_function("held", 0, lambda: release.wait(5))
+    in_statement = asyncio.Event()
+
+    async def write() -> None:
+        async with store.transaction(durable=False) as db:
+            in_statement.set()
+            await db.execute("INSERT INTO meta (key, value) VALUES ('cancelled', held())")
+
+    try:
+        task = asyncio.create_task(write())
+        if cancelled_in == "BEGIN":
+            await wait_until(store._write_lock.locked)
+        else:
+            await asyncio.wait_for(in_statement.wait(), 5)
+        task.cancel()
+        for _ in range(20):  # many turns of the loop: the cancellation is long delivered
+            await asyncio.sleep(0)
+        assert store._write_lock.locked()
+        assert not store.run_now(put("meanwhile"))
+    finally:
+        release.set()
+        if holder is not None:
+            await asyncio.to_thread(holder.join, 5)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert not store._write_lock.locked()
+    assert not store.db._conn.in_transaction
+    assert store.run_now(put("after"))
+    assert await store.get_meta("cancelled") is None
+    assert await store.get_meta("after") == b"v"
