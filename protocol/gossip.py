@@ -475,7 +475,11 @@ class Gossip:
             and self.link_state_known(session.peer_id, frame)
         ):
             return
-        if frame.network_id not in (self.network_id, ZERO_ID):
+        # A node without a network yet (it takes the first genesis it is given) has none to
+        # tell apart: its first peers' link states, and offers relayed through it, come before
+        # that genesis has been committed. A penalty for them would hurt the peers it joins by.
+        ours = self.network_id
+        if ours is not None and frame.network_id not in (ours, ZERO_ID):
             raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
         if not frame.signature_valid():
             raise RemoteProtocolError(

@@ -443,6 +443,35 @@ def test_a_relay_cannot_claim_another_origin() -> None:
     assert "another mesh" in sim.nodes[1].penalties[-1].detail
 
 
+def test_a_node_without_a_network_takes_signed_frames_of_its_peers_mesh() -> None:
+    """Before its first genesis is committed, a joining node gets its peers' link states and
+    offers relayed through it: it has no network to tell them apart by, so no penalty (which
+    would fall on the peers it joins by); it hands them to its shell. Once it has a network,
+    frames of another mesh are penalised again."""
+    from protocol.frames import Routed
+
+    sim = pair(genesis=False)
+    joining = sim.nodes[1]
+    assert joining.replica.network_id is None
+    network = b"\x05" * 32
+    routed = Routed.create(
+        SigningKey.for_label("origin"),
+        network_id=network,
+        dst=SigningKey.for_label("beyond").public,
+        ttl=8,
+        msg_id=bytes(16),
+        kind="signal",
+        payload=b"offer",
+    )
+    sim.deliver_raw(0, 1, encode_frame(routed))
+    assert joining.penalties == []
+    assert joining.shell_frames[-1].frame == routed
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    assert sim.run_until(lambda: joining.replica.network_id is not None, max_time=5)
+    sim.deliver_raw(0, 1, encode_frame(routed))
+    assert "another mesh" in joining.penalties[-1].detail
+
+
 def test_copies_of_a_known_link_state_record_are_dropped_before_verifying() -> None:
     """Flooding brings each record once per neighbour: the routing layer says which it holds,
     and those copies cost no signature check (a forged copy of a held record changes nothing);
