@@ -475,9 +475,10 @@ class Gossip:
             and self.link_state_known(session.peer_id, frame)
         ):
             return
-        # A node without a network yet (it takes the first genesis it is given) has none to
-        # tell apart: its first peers' link states, and offers relayed through it, come before
-        # that genesis has been committed. A penalty for them would hurt the peers it joins by.
+        # A node without a network (it adopts one from the HELLO of the first peer that has one)
+        # has none to tell frames apart by. Its peers, without one when they said HELLO, may be
+        # relaying the link states and offers of a mesh that reached them first: a penalty
+        # would fall on them for it.
         ours = self.network_id
         if ours is not None and frame.network_id not in (ours, ZERO_ID):
             raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)

@@ -444,10 +444,10 @@ def test_a_relay_cannot_claim_another_origin() -> None:
 
 
 def test_a_node_without_a_network_takes_signed_frames_of_its_peers_mesh() -> None:
-    """Before its first genesis is committed, a joining node gets its peers' link states and
-    offers relayed through it: it has no network to tell them apart by, so no penalty (which
-    would fall on the peers it joins by); it hands them to its shell. Once it has a network,
-    frames of another mesh are penalised again."""
+    """Two nodes without a network; one of them relays a frame of a mesh that reached it first
+    (an offer for a third node, a link state). The other has no network to tell it apart by:
+    no penalty, and the frame goes to its shell. Once it has a network, frames of another mesh
+    are penalised again."""
     from protocol.frames import Routed
 
     sim = pair(genesis=False)
