@@ -68,8 +68,9 @@ async def _to_the_end(step: Awaitable[T]) -> T:
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
-        with suppress(BaseException):
-            await running
+        while not running.done():  # however often the caller is cancelled again meanwhile
+            with suppress(BaseException):
+                await asyncio.shield(running)
         raise
 
 
@@ -205,6 +206,7 @@ class Store:
 
         ``durable`` (the default) syncs the commit to disk (synchronous=FULL): it survives power
         loss. Without it the commit survives a crash of the process but not of the machine.
+        A caller cancelled during the COMMIT cannot know whether it happened: read back to tell.
         """
         async with self._write_lock:
             db = self.db
@@ -229,6 +231,7 @@ class Store:
         stretch every commit by as many turns as it has statements. ``work`` runs on another
         thread: it must touch nothing but the connection it is given and its own arguments.
         A small transaction without fsync is better run on the loop: see `run_now`.
+        A caller cancelled meanwhile gets CancelledError, though the thread commits ``work``.
         """
         async with self._write_lock:
             db = self.db

@@ -178,37 +178,47 @@ async def wait_until(condition: Callable[[], bool], within: float = 5.0) -> None
         await asyncio.sleep(0.005)
 
 
+@pytest.mark.parametrize("cancels", [1, 5])
 @pytest.mark.parametrize("cancelled_in", ["BEGIN", "a statement"])
-async def test_a_cancelled_transaction_holds_the_writer_until_its_thread_is_done(
-    store: Store, cancelled_in: str
+@pytest.mark.parametrize("api", ["transaction", "run"])
+async def test_a_cancelled_write_holds_the_writer_until_its_thread_is_done(
+    store: Store, api: str, cancelled_in: str, cancels: int
 ) -> None:
-    """The writer's thread goes on with a step whose caller was cancelled. The write lock stays
-    held until the thread has rolled back: a commit on the loop would otherwise use the
-    connection at the same time as the thread."""
-    locked, release = threading.Event(), threading.Event()
+    """The writer's thread goes on with a step whose caller was cancelled (once, or again and
+    again). The write lock stays held until the thread is done: a commit on the loop would
+    otherwise use the connection at the same time as the thread. `transaction` then rolls
+    back; `run` hands the whole transaction to the thread, which finishes it."""
+    locked, release, in_statement = threading.Event(), threading.Event(), threading.Event()
     holder: threading.Thread | None = None
     if cancelled_in == "BEGIN":  # another process holds the database: BEGIN waits
         holder = threading.Thread(target=hold_write_lock, args=(store.path, locked, release))
         holder.start()
         assert await asyncio.to_thread(locked.wait, 5)
-    else:  # the statement waits in a function of ours
-        store.db._conn.create_function("held", 0, lambda: release.wait(5))
-    in_statement = asyncio.Event()
+
+    def held() -> bool:  # the statement waits in a function of ours
+        in_statement.set()
+        return release.wait(5)
+
+    store.db._conn.create_function("held", 0, held)
+    insert = "INSERT INTO meta (key, value) VALUES ('cancelled', held())"
 
     async def write() -> None:
-        async with store.transaction(durable=False) as db:
-            in_statement.set()
-            await db.execute("INSERT INTO meta (key, value) VALUES ('cancelled', held())")
+        if api == "transaction":
+            async with store.transaction(durable=False) as db:
+                await db.execute(insert)
+        else:
+            await store.run(lambda db: db.execute(insert), durable=False)
 
     try:
         task = asyncio.create_task(write())
         if cancelled_in == "BEGIN":
             await wait_until(store._write_lock.locked)
         else:
-            await asyncio.wait_for(in_statement.wait(), 5)
-        task.cancel()
-        for _ in range(20):  # many turns of the loop: the cancellation is long delivered
-            await asyncio.sleep(0)
+            await wait_until(in_statement.is_set)
+        for _ in range(cancels):
+            task.cancel()
+            for _ in range(10):  # turns of the loop: each cancellation is delivered
+                await asyncio.sleep(0)
         assert store._write_lock.locked()
         assert not store.run_now(put("meanwhile"))
     finally:
@@ -220,5 +230,7 @@ async def test_a_cancelled_transaction_holds_the_writer_until_its_thread_is_done
     assert not store._write_lock.locked()
     assert not store.db._conn.in_transaction
     assert store.run_now(put("after"))
-    assert await store.get_meta("cancelled") is None
+    row = await store.fetchone("SELECT COUNT(*) FROM meta WHERE key = 'cancelled'")
+    assert row is not None
+    assert row[0] == (1 if api == "run" else 0)
     assert await store.get_meta("after") == b"v"
