@@ -475,13 +475,17 @@ class Gossip:
             and self.link_state_known(session.peer_id, frame)
         ):
             return
-        # A node without a network (it adopts one from the HELLO of the first peer that has one)
-        # has none to tell frames apart by. Its peers, without one when they said HELLO, may be
-        # relaying the link states and offers of a mesh that reached them first: a penalty
-        # would fall on them for it.
         ours = self.network_id
-        if ours is not None and frame.network_id not in (ours, ZERO_ID):
-            raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
+        if frame.network_id not in (ours, ZERO_ID):
+            if ours is not None:
+                raise RemoteProtocolError(f"{type(frame).__name__} of another mesh", penalty=10)
+            # No network yet (one is adopted at the HELLO of the first peer that has one). A
+            # peer that said HELLO without one may relay frames of a mesh that reached it
+            # first: no fault of its. Only what is addressed to this node is taken (an offer
+            # it may answer, and so join); the rest is dropped, not kept to be passed on to
+            # peers of the mesh this node will join, which would penalise it for them.
+            if not (isinstance(frame, Routed) and frame.dst == self.key.public):
+                return
         if not frame.signature_valid():
             raise RemoteProtocolError(
                 f"{type(frame).__name__} signature does not verify", penalty=30

@@ -443,32 +443,41 @@ def test_a_relay_cannot_claim_another_origin() -> None:
     assert "another mesh" in sim.nodes[1].penalties[-1].detail
 
 
-def test_a_node_without_a_network_takes_signed_frames_of_its_peers_mesh() -> None:
-    """Two nodes without a network; one of them relays a frame of a mesh that reached it first
-    (an offer for a third node, a link state). The other has no network to tell it apart by:
-    no penalty, and the frame goes to its shell. Once it has a network, frames of another mesh
-    are penalised again."""
-    from protocol.frames import Routed
+def test_a_node_without_a_network_takes_what_is_addressed_to_it_and_drops_the_rest() -> None:
+    """Two nodes without a network; one of them relays frames of a mesh that reached it first.
+    The other has no network to tell them apart by, so no penalty: it takes a ROUTED frame for
+    itself (an offer it may answer) and drops the rest without keeping it (link states it would
+    pass on to peers of the mesh it joins, ROUTED frames for others). Once it has a network,
+    frames of another mesh are penalised again."""
+    from protocol.frames import LinkState, Routed
 
     sim = pair(genesis=False)
     joining = sim.nodes[1]
     assert joining.replica.network_id is None
     network = b"\x05" * 32
-    routed = Routed.create(
-        SigningKey.for_label("origin"),
-        network_id=network,
-        dst=SigningKey.for_label("beyond").public,
-        ttl=8,
-        msg_id=bytes(16),
-        kind="signal",
-        payload=b"offer",
+
+    def routed(dst: bytes) -> Routed:
+        return Routed.create(
+            SigningKey.for_label("origin"),
+            network_id=network,
+            dst=dst,
+            ttl=8,
+            msg_id=bytes(16),
+            kind="signal",
+            payload=b"offer",
+        )
+
+    for_it, for_another = routed(joining.key.public), routed(SigningKey.for_label("x").public)
+    record = LinkState.create(
+        SigningKey.for_label("far"), seq=1, ts=T0, neighbours=(), network_id=network
     )
-    sim.deliver_raw(0, 1, encode_frame(routed))
+    for frame in (for_another, record, for_it):
+        sim.deliver_raw(0, 1, encode_frame(frame))
     assert joining.penalties == []
-    assert joining.shell_frames[-1].frame == routed
+    assert [event.frame for event in joining.shell_frames] == [for_it]
     sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
     assert sim.run_until(lambda: joining.replica.network_id is not None, max_time=5)
-    sim.deliver_raw(0, 1, encode_frame(routed))
+    sim.deliver_raw(0, 1, encode_frame(for_it))
     assert "another mesh" in joining.penalties[-1].detail
 
 
