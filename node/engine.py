@@ -98,7 +98,7 @@ class GossipDriver:
         self._working = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._scheduled = False
+        self._process_pending = False
         self._waiting: dict[int, asyncio.Future[Event]] = {}
         self._stopping = False
         self.traffic: Traffic | None = None
@@ -184,7 +184,7 @@ class GossipDriver:
             self._sync_wall_clock()
             if not self.gossip.publish(intent, self.now):
                 raise NodeBusy("the node's inbox is full; retry shortly")
-            self._process()
+            self._process_soon()
             try:
                 return await asyncio.wait_for(asyncio.shield(future), wait_s)
             except TimeoutError:
@@ -198,13 +198,25 @@ class GossipDriver:
     def submit(self, intent: Intent) -> bool:
         """Author an event without waiting (automation)."""
         ok = self.gossip.publish(intent, self.now)
-        self._process()
+        self._process_soon()
         return ok
 
     def kick(self) -> None:
         self._process()
 
     # --- processing ------------------------------------------------------------------------------
+
+    def _process_soon(self) -> None:
+        """Process on the next turn of the loop, once for all the local intents that come before
+        it. The first of a burst goes into a plan of its own; the rest, waiting for that plan,
+        are committed together in the next (one transaction for all), instead of one each."""
+        if not self._process_pending:
+            self._process_pending = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._process_now)
+
+    def _process_now(self) -> None:
+        self._process_pending = False
+        self._process()
 
     def _process(self) -> None:
         gossip = self.gossip
