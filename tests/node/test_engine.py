@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from node.daemon import Node
 from protocol.events import Post
 from protocol.ledger import Ledger
 from protocol.replica import Intent, Plan
-from tests.conftest import make_config, wait_until
-
-
-@pytest.fixture
-async def node(data_dir: Path) -> AsyncIterator[Node]:
-    node = Node(make_config(data_dir, ledger={"genesis": "found"}))
-    await node.start()
-    await wait_until(lambda: node.replica.network_id is not None, what="genesis")
-    yield node
-    await node.stop()
+from tests.conftest import wait_until
 
 
 def post_intent(node: Node, content: str) -> Intent:

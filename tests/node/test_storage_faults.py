@@ -6,23 +6,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from node.daemon import Node
-from tests.conftest import make_config, wait_until
-
-
-@pytest.fixture
-async def node(data_dir: Path) -> AsyncIterator[Node]:
-    node = Node(make_config(data_dir, ledger={"genesis": "found"}))
-    await node.start()
-    await wait_until(lambda: node.replica.network_id is not None, what="genesis")
-    yield node
-    await node.stop()
 
 
 async def post(node: Node, content: str) -> tuple[int, dict[str, object]]:
