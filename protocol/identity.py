@@ -9,7 +9,6 @@ signature made for one purpose (an event, a HELLO, a signalling message) is neve
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from functools import lru_cache
 
@@ -137,7 +136,7 @@ def _pkcs8_seed(data: bytes) -> bytes | None:
         der = base64.b64decode(
             b"".join(text[len(_PEM_BEGIN) : -len(_PEM_END)].split()), validate=True
         )
-    except (binascii.Error, ValueError):
+    except ValueError:  # binascii.Error among them
         return None
     if len(der) != len(_PKCS8_ED25519_PREFIX) + 32 or not der.startswith(_PKCS8_ED25519_PREFIX):
         return None
