@@ -36,7 +36,7 @@ from protocol.amounts import format_amount
 from protocol.events import Event
 from protocol.frames import Routed
 from protocol.gossip import FrameIn, Gossip
-from protocol.identity import SigningKey
+from protocol.identity import SigningKey, load_verifier
 from protocol.ledger import original_genesis
 from protocol.replica import Intent, Plan, Replica
 from protocol.session import SessionLimits
@@ -61,6 +61,7 @@ def _import_mesh_modules(mdns: bool) -> None:
     modules = ["node.peers", "node.router"] + (["zeroconf.asyncio"] if mdns else [])
     for module in modules:
         importlib.import_module(module)
+    load_verifier()
 
 
 class Node:
