@@ -119,7 +119,6 @@ class EventStore:
         sends: list[Event] = []
         claims: list[tuple[Any, ...]] = []
         messages: list[tuple[Any, ...]] = []
-        spread: list[tuple[Any, ...]] = []
         for item in accepted:
             event, body = item.event, item.event.body
             if isinstance(body, Enroll):
@@ -130,9 +129,17 @@ class EventStore:
                 claims.append((event.id, body.send))
             elif isinstance(body, Post):
                 messages.append(
-                    (event.id, event.author, body.channel, body.priority, body.content, event.ts)
+                    (
+                        event.id,
+                        event.author,
+                        body.channel,
+                        body.priority,
+                        body.content,
+                        event.ts,
+                        received,
+                        item.origin,
+                    )
                 )
-                spread.append((event.id, received, item.origin))
         if accounts:
             db.executemany(
                 "INSERT OR REPLACE INTO accounts (id, name, node, enrolled_at) VALUES (?, ?, ?, ?)",
@@ -143,14 +150,10 @@ class EventStore:
             db.executemany("UPDATE sends SET claim_id = ? WHERE id = ?", claims)
         if messages:
             db.executemany(
-                "INSERT INTO messages (id, author, channel, priority, content, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages "
+                "(id, author, channel, priority, content, ts, first_seen, from_peer) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 messages,
-            )
-            db.executemany(
-                "INSERT OR IGNORE INTO message_spread (message_id, first_seen, from_peer) "
-                "VALUES (?, ?, ?)",
-                spread,
             )
 
     def _insert_sends(
@@ -397,15 +400,14 @@ class EventStore:
 
     async def messages(self, channel: str | None, limit: int = 100) -> list[MessageRow]:
         sql = (
-            "SELECT m.id, m.author, m.channel, m.priority, m.content, m.ts, "
-            "s.first_seen, s.from_peer, s.forwarded_to FROM messages m "
-            "LEFT JOIN message_spread s ON s.message_id = m.id "
+            "SELECT id, author, channel, priority, content, ts, first_seen, from_peer, "
+            "forwarded_to FROM messages "
         )
         params: tuple[Any, ...] = ()
         if channel is not None:
-            sql += "WHERE m.channel = ? "
+            sql += "WHERE channel = ? "
             params = (channel,)
-        sql += "ORDER BY m.ts DESC, m.id LIMIT ?"
+        sql += "ORDER BY ts DESC, id LIMIT ?"
         rows = await self.store.fetchall(sql, (*params, limit))
         return [
             MessageRow(
@@ -429,7 +431,7 @@ class EventStore:
         rows = [(count, message_id) for message_id, count in counts.items()]
         await self.store.run_small(
             lambda db: db.executemany(
-                "UPDATE message_spread SET forwarded_to = forwarded_to + ? WHERE message_id = ?",
+                "UPDATE messages SET forwarded_to = forwarded_to + ? WHERE id = ?",
                 rows,
             )
         )

@@ -349,8 +349,14 @@ class Store:
     # --- summaries --------------------------------------------------------------------------------
 
     async def event_counts(self) -> dict[str, int]:
-        rows = await self.fetchall("SELECT kind, COUNT(*) FROM events GROUP BY kind")
-        return {str(kind): int(count) for kind, count in rows}
+        """Events in the log by kind. The index by kind has the ledger's kinds only; each post has
+        its row in messages, whose smallest index counts them."""
+        rows = await self.fetchall(
+            "SELECT kind, COUNT(*) FROM events "
+            "WHERE kind IN ('genesis', 'enroll', 'send', 'claim') GROUP BY kind "
+            "UNION ALL SELECT 'post', COUNT(*) FROM messages"
+        )
+        return {str(kind): int(count) for kind, count in rows if count}
 
 
 def _statements(script: str) -> list[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from storage.errors import CorruptDatabase, MigrationError
-from storage.store import Store, migrations
+from storage.store import Store, _statements, migrations
 
 EXPECTED_TABLES = {
     "meta",
@@ -18,7 +18,6 @@ EXPECTED_TABLES = {
     "balances",
     "sends",
     "messages",
-    "message_spread",
     "nodes",
     "connections",
     "routes",
@@ -79,5 +78,65 @@ async def test_meta_roundtrip(tmp_path: Path) -> None:
         await store.set_meta("x", b"1")
         await store.set_meta("x", b"2")
         assert await store.get_meta("x") == b"2"
+    finally:
+        await store.close()
+
+
+def _database_at(path: Path, version: int) -> None:
+    """A database as a program that shipped the first ``version`` migrations left it."""
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute(
+            "CREATE TABLE schema_version ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        for migration in migrations()[:version]:
+            for statement in _statements(migration.sql):
+                db.execute(statement)
+            db.execute(
+                "INSERT INTO schema_version VALUES (?, ?, 0)", (migration.version, migration.name)
+            )
+    db.close()
+
+
+async def test_spread_statistics_move_into_messages(tmp_path: Path) -> None:
+    """0004: each message keeps its spread figures; posts are counted without the kind index."""
+    path = tmp_path / "node.db"
+    _database_at(path, 3)
+    with sqlite3.connect(path) as db:
+        rows = [(b"g", "genesis"), (b"p1", "post"), (b"p2", "post"), (b"s", "send")]
+        for seq, (event_id, kind) in enumerate(rows, start=1):
+            db.execute(
+                "INSERT INTO events (id, author, seq, kind, ts, raw, received_at) "
+                "VALUES (?, ?, ?, ?, 0, ?, 0)",
+                (event_id, b"author", seq, kind, event_id),
+            )
+        for event_id in (b"p1", b"p2"):
+            db.execute(
+                "INSERT INTO messages (id, author, channel, priority, content, ts) "
+                "VALUES (?, ?, 'social', 3, 'hi', 0)",
+                (event_id, b"author"),
+            )
+        db.execute(
+            "INSERT INTO message_spread (message_id, first_seen, from_peer, forwarded_to) "
+            "VALUES (?, 12.5, ?, 4)",
+            (b"p1", b"peer"),
+        )
+    db.close()
+    store = Store(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == len(migrations())
+        rows = await store.fetchall(
+            "SELECT id, first_seen, from_peer, forwarded_to FROM messages ORDER BY id"
+        )
+        assert [tuple(row) for row in rows] == [(b"p1", 12.5, b"peer", 4), (b"p2", 0.0, None, 0)]
+        tables = await store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+        assert "message_spread" not in {row[0] for row in tables}
+        assert await store.event_counts() == {"genesis": 1, "send": 1, "post": 2}
+        plan = await store.fetchall(
+            "EXPLAIN QUERY PLAN SELECT raw FROM events "
+            "WHERE kind IN ('genesis', 'enroll', 'send', 'claim') ORDER BY rowid"
+        )
+        assert any("events_ledger" in str(row[-1]) for row in plan), [tuple(r) for r in plan]
     finally:
         await store.close()
