@@ -192,6 +192,8 @@ class ChangeFeed:
             self._flush = loop.call_later(self.coalesce_s, self._send)
 
     def on_commit(self, plan: Plan) -> None:
+        if self.closed or not self.clients:
+            return  # every commit passes here, on the path of each relayed event
         sections = set(COMMIT_SECTIONS)
         for incoming in plan.accepted:
             sections |= KIND_SECTIONS.get(incoming.event.kind, frozenset())
