@@ -132,6 +132,8 @@ class Router:
         self._writes: set[asyncio.Task[None]] = set()
         self._outbox = FloodOutbox()
         self._flush: asyncio.TimerHandle | None = None
+        #: Neighbours whose HELLO named no network: they dropped the records we sent them then.
+        self._without_network: set[bytes] = set()
 
     def start(self) -> None:
         self.driver.peer_listeners.append(self._on_peer)
@@ -251,12 +253,18 @@ class Router:
     def _on_peer(self, event: PeerUp | PeerDown) -> None:
         self._wake.set()
         if isinstance(event, PeerUp):
-            # Tell the newcomer what we know, so that it can route at once.
-            for record in self.graph.records():
-                self._outbox.queue(record, [event.peer.node_id])
-            self._schedule_flush()
+            if event.peer.network_id == ZERO_ID:
+                self._without_network.add(event.peer.node_id)
+            self._send_records(event.peer.node_id)
         elif event.node_id is not None:
             self._outbox.forget(event.node_id)
+            self._without_network.discard(event.node_id)
+
+    def _send_records(self, neighbour: bytes) -> None:
+        """Tell a newcomer what we know, so that it can route at once."""
+        for record in self.graph.records():
+            self._outbox.queue(record, [neighbour])
+        self._schedule_flush()
 
     def _known(self, sender: bytes | None, record: LinkState) -> bool:
         if sender is not None:
@@ -267,6 +275,11 @@ class Router:
         frame = event.frame
         if not isinstance(frame, LinkState) or frame.node == self.me:
             return
+        if frame.node == event.node_id and frame.node in self._without_network:
+            # A record of its own on our network: the neighbour has joined it since its HELLO.
+            # What we sent it before, it dropped unread; it gets everything again.
+            self._without_network.discard(frame.node)
+            self._send_records(frame.node)
         if not self.graph.is_newer(frame):
             return
         now = self.driver.now
