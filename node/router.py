@@ -188,8 +188,7 @@ class Router:
                 or bool(self._unmeasured - unmeasured)
                 or (since >= self._metric_after and self._metrics_changed(neighbours))
             )
-        if due:
-            self._announce(neighbours, now)
+        if due and self._announce(neighbours, now):
             self._last_sent = {n.node: n for n in neighbours}
             self._unmeasured = unmeasured
             self._last_sent_at = now
@@ -218,16 +217,19 @@ class Router:
                 return True
         return False
 
-    def _announce(self, neighbours: tuple[LinkNeighbour, ...], now: float) -> None:
+    def _announce(self, neighbours: tuple[LinkNeighbour, ...], now: float) -> bool:
+        """Sign and flood this node's record; False without a network (nothing to sign for: the
+        record goes out as soon as the node has one)."""
         network = self.gossip.network_id
         if network is None:
-            return
+            return False
         wall_ms = self.gossip.wall_ms(now)
         self._seq = max(self._seq + 1, wall_ms)
         record = LinkState.create(
             self.key, seq=self._seq, ts=wall_ms, neighbours=neighbours, network_id=network
         )
         self._flood(record, except_node=None)
+        return True
 
     def _flood(self, record: LinkState, except_node: bytes | None) -> None:
         """Queue ``record`` for every neighbour but ``except_node``; sent after PACING_S."""
@@ -267,19 +269,26 @@ class Router:
         self._schedule_flush()
 
     def _known(self, sender: bytes | None, record: LinkState) -> bool:
+        """Whether gossip may drop ``record`` unchecked: it changes nothing here. Every record a
+        neighbour sends passes here first, even one we hold already."""
         if sender is not None:
             self._outbox.held_by(sender, record)
+            if (
+                record.node == sender
+                and sender in self._without_network
+                and record.network_id == self.gossip.network_id
+            ):
+                # A record of its own on our network: the neighbour has joined it since its
+                # HELLO, and dropped what we sent it before unread. It gets everything again,
+                # once (a forged record gets it that too, and then costs it its penalty).
+                self._without_network.discard(sender)
+                self._send_records(sender)
         return record.node == self.me or not self.graph.is_newer(record)
 
     def _on_frame(self, event: FrameIn) -> None:
         frame = event.frame
         if not isinstance(frame, LinkState) or frame.node == self.me:
             return
-        if frame.node == event.node_id and frame.node in self._without_network:
-            # A record of its own on our network: the neighbour has joined it since its HELLO.
-            # What we sent it before, it dropped unread; it gets everything again.
-            self._without_network.discard(frame.node)
-            self._send_records(frame.node)
         if not self.graph.is_newer(frame):
             return
         now = self.driver.now
