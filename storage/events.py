@@ -26,6 +26,10 @@ STREAM_BATCH = 2_000
 #: Most items in a plan committed on the event loop (`commit_now`): 256 posts take ~10 ms here;
 #: a bigger plan (a catch-up batch) goes to the writer's thread rather than stall the loop.
 COMMIT_NOW_MAX_ITEMS = 256
+#: The ledger's events in insertion (causal) order, through the partial index `events_ledger`.
+LEDGER_EVENTS_SQL = (
+    "SELECT raw FROM events WHERE kind IN ('genesis', 'enroll', 'send', 'claim') ORDER BY rowid"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +288,7 @@ class EventStore:
 
     async def ledger_events(self) -> list[Event]:
         """Every ledger event in the log, in insertion (causal) order."""
-        return [
-            event
-            async for event in self.stream(
-                "SELECT raw FROM events WHERE kind IN ('genesis', 'enroll', 'send', 'claim') "
-                "ORDER BY rowid"
-            )
-        ]
+        return [event async for event in self.stream(LEDGER_EVENTS_SQL)]
 
     async def archived_sends(self) -> list[Event]:
         events = [e async for e in self.stream("SELECT raw FROM archived_events")]

@@ -33,6 +33,15 @@ CHECKPOINT_INTERVAL_S = 1.0
 #: WAL pages from which a commit checkpoints by itself after all: the safety net for a background
 #: checkpointer that fell behind (40 MB at 4 KiB pages).
 WAL_AUTOCHECKPOINT_PAGES = 10_000
+#: The ledger's kinds, word for word as the partial index `events_ledger` (migration 0004) names
+#: them: SQLite uses that index only for a query that says exactly this. The queries that want
+#: the index spell it out; tests/storage/test_migrations.py checks that they do.
+LEDGER_KINDS_WHERE = "kind IN ('genesis', 'enroll', 'send', 'claim')"
+#: Events by kind: ledger kinds through the index by kind, posts through messages (one row each).
+EVENT_COUNTS_SQL = (
+    "SELECT kind, COUNT(*) FROM events WHERE kind IN ('genesis', 'enroll', 'send', 'claim') "
+    "GROUP BY kind UNION ALL SELECT 'post', COUNT(*) FROM messages"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,11 +360,7 @@ class Store:
     async def event_counts(self) -> dict[str, int]:
         """Events in the log by kind. The index by kind has the ledger's kinds only; each post has
         its row in messages, whose smallest index counts them."""
-        rows = await self.fetchall(
-            "SELECT kind, COUNT(*) FROM events "
-            "WHERE kind IN ('genesis', 'enroll', 'send', 'claim') GROUP BY kind "
-            "UNION ALL SELECT 'post', COUNT(*) FROM messages"
-        )
+        rows = await self.fetchall(EVENT_COUNTS_SQL)
         return {str(kind): int(count) for kind, count in rows if count}
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from storage.errors import CorruptDatabase, MigrationError
-from storage.store import Store, _statements, migrations
+from storage.events import LEDGER_EVENTS_SQL
+from storage.store import EVENT_COUNTS_SQL, LEDGER_KINDS_WHERE, Store, _statements, migrations
 
 EXPECTED_TABLES = {
     "meta",
@@ -133,10 +134,10 @@ async def test_spread_statistics_move_into_messages(tmp_path: Path) -> None:
         tables = await store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
         assert "message_spread" not in {row[0] for row in tables}
         assert await store.event_counts() == {"genesis": 1, "send": 1, "post": 2}
-        plan = await store.fetchall(
-            "EXPLAIN QUERY PLAN SELECT raw FROM events "
-            "WHERE kind IN ('genesis', 'enroll', 'send', 'claim') ORDER BY rowid"
-        )
-        assert any("events_ledger" in str(row[-1]) for row in plan), [tuple(r) for r in plan]
+        assert LEDGER_KINDS_WHERE in migrations()[3].sql  # the index's own words
+        for query in (LEDGER_EVENTS_SQL, EVENT_COUNTS_SQL):
+            assert LEDGER_KINDS_WHERE in query
+            plan = await store.fetchall(f"EXPLAIN QUERY PLAN {query}")
+            assert any("events_ledger" in str(row[-1]) for row in plan), [tuple(r) for r in plan]
     finally:
         await store.close()
