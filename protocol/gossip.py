@@ -291,7 +291,8 @@ class Gossip:
         self._missing_next: float | None = None
         self._queued: set[bytes] = set()
         self._via_reply: set[bytes] = set()
-        self._fetching: dict[bytes, tuple[float, int]] = {}
+        #: Ranges asked for: author -> (retry after, up to seq, handle of the session asked).
+        self._fetching: dict[bytes, tuple[float, int, int]] = {}
         self._next_anti_entropy: float | None = None
         self._retry_commit_at: float | None = None
         self._adopting: Event | None = None
@@ -304,6 +305,10 @@ class Gossip:
         self._behind_peak = 0
         #: Chain gaps waiting to be fetched: author -> (when, from whom, start, stop).
         self._gaps: dict[bytes, tuple[float, bytes, int, int]] = {}
+        #: The seq below the highest event held for a gap, per author, once the gap is fetched:
+        #: how far replies are followed up (`_continue_ranges`). Apart from `_behind`, as no
+        #: peer may ever have what a held event claims (its seq is the sender's word).
+        self._gap_targets: dict[bytes, int] = {}
         #: Sessions with output queued since the last frames_to_send.
         self._busy: set[int] = set()
         #: Gives the PEERS frame to send a node we turn away at the peer limit (set by the shell,
@@ -556,9 +561,13 @@ class Gossip:
             self._range_answered(session, now)
         network = self.network_id
         done = 0
+        #: For a reply: the highest seq it brought of each author.
+        reached: dict[bytes, int] = {}
+        last_known = False
         for raw in frame.events:
             event_id = hashlib.sha256(raw).digest()
-            if self.replica.knows(event_id) or event_id in self._queued:
+            last_known = self.replica.knows(event_id) or event_id in self._queued
+            if last_known:
                 done += 1
                 self._duplicate(session, event_id, pushed=not frame.reply)
                 continue
@@ -589,10 +598,40 @@ class Gossip:
             self._note_holder(event_id, session.peer_id)
             if frame.reply:
                 self._via_reply.add(event_id)
+                reached[event.author] = max(reached.get(event.author, 0), event.seq)
             self._missing.pop(event_id, None)
             self.replica.submit(Incoming(event, session.peer_id))
         if done:
             session.grant(done)
+        if frame.reply and last_known and (self._behind or self._gap_targets):
+            # A range reply is in seq order: its last event, even one known here, says how far
+            # it reached (one decode per frame, and only while catching up).
+            _note_reached(frame.events[-1], reached)
+        if reached:
+            self._continue_ranges(session, reached, now)
+
+    def _continue_ranges(self, session: Session, reached: dict[bytes, int], now: float) -> None:
+        """A reply that leaves an author short of the head a peer announced (a range is at most
+        MAX_RANGE_EVENTS long, and a reply is cut at the frame size) asks the same peer for the
+        next stretch at once: a long catch-up goes at the pace of replies, not of one range
+        per author per anti-entropy round."""
+        for author, seq in reached.items():
+            target = max(self._behind.get(author, 0), self._gap_targets.get(author, 0))
+            head = self.replica.heads.get(author)
+            head_seq = head.seq if head else 0
+            if target <= head_seq:
+                self._gap_targets.pop(author, None)
+                continue
+            seq = max(seq, head_seq)
+            if seq >= target or author in self.replica.ledger.frozen:
+                continue
+            if seq - head_seq > MAX_RANGES_IN_FLIGHT * MAX_RANGE_EVENTS:
+                continue  # the head does not follow (events refused or held): leave it be
+            fetching = self._fetching.get(author)
+            if fetching is not None and fetching[0] > now and fetching[2] != session.handle:
+                continue  # another peer is being asked for this author
+            self._fetching.pop(author, None)  # answered: the next stretch is a new request
+            self._request_range(session, author, seq + 1, target, now)
 
     def _note_holder(self, event_id: bytes, node_id: bytes | None) -> None:
         if node_id is None:
@@ -646,8 +685,8 @@ class Gossip:
             if head.author in frozen:
                 continue
             mine = self.replica.heads.get(head.author)
-            if head.seq > (mine.seq if mine else 0) and len(self._behind) < MAX_TRACKED_REACH:
-                self._behind[head.author] = max(self._behind.get(head.author, 0), head.seq)
+            if head.seq > (mine.seq if mine else 0):
+                self._note_behind(head.author, head.seq)
             if mine is None or mine.seq == 0:
                 self._request_range(session, head.author, 1, head.seq, now)
             elif head.seq > mine.seq:
@@ -743,20 +782,29 @@ class Gossip:
                 session.send_frame(Heads(digest, heads, reply=True, part=part, last=last))
 
     def _request_range(
-        self, session: Session, author: bytes, start: int, stop: int, now: float
+        self,
+        session: Session,
+        author: bytes,
+        start: int,
+        stop: int,
+        now: float,
+        *,
+        parked: bool = False,
     ) -> None:
         stop = min(stop, start + MAX_RANGE_EVENTS - 1)
         fetching = self._fetching.get(author)
-        if fetching is not None and fetching[0] > now and fetching[1] >= stop:
+        if not parked and fetching is not None and fetching[0] > now and fetching[1] >= stop:
             return
+        asked = (now + RANGE_RETRY_S, stop, session.handle)
         # At most MAX_RANGES_IN_FLIGHT requests to one peer; the rest wait for its answers.
         while session.ranges_sent and session.ranges_sent[0] < now - RANGE_RETRY_S:
             session.ranges_sent.popleft()
         if len(session.ranges_sent) >= MAX_RANGES_IN_FLIGHT:
             if len(session.ranges_waiting) < MAX_WAITING_RANGES:
                 session.ranges_waiting.append((author, start, stop))
+                self._fetching[author] = asked  # as good as asked: nothing else asks meanwhile
             return
-        self._fetching[author] = (now + RANGE_RETRY_S, stop)
+        self._fetching[author] = asked
         self.stats.ranges_requested += 1
         session.ranges_sent.append(now)
         session.send_frame(GetRange(author, start, stop))
@@ -769,7 +817,7 @@ class Gossip:
             head = self.replica.heads.get(author)
             if head is not None and head.seq >= stop:
                 continue  # filled in the meantime
-            self._request_range(session, author, start, stop, now)
+            self._request_range(session, author, start, stop, now, parked=True)
 
     def sync_now(self, now: float) -> None:
         """Start an anti-entropy round with every peer (also runs periodically)."""
@@ -820,13 +868,18 @@ class Gossip:
             if request.kind is RequestKind.RANGE:
                 # A gap usually closes by itself (the missing events are in flight on another
                 # path); ask for the range only if it is still open after a while.
-                if request.author not in self._gaps:
+                # A later gap of the same author widens the one waiting: held events above a
+                # hole are not judged again, so the fetch must reach the highest of them.
+                waiting = self._gaps.get(request.author)
+                if waiting is None:
                     self._gaps[request.author] = (
                         now + self.gap_wait_s,
                         request.peer,
                         request.start,
                         request.stop,
                     )
+                elif request.stop > waiting[3]:
+                    self._gaps[request.author] = (*waiting[:3], request.stop)
             elif request.kind is RequestKind.IDS:
                 self.stats.wants_sent += 1
                 session.send_frame(Want(request.ids[:MAX_IDS_PER_FRAME], graft=False))
@@ -867,6 +920,10 @@ class Gossip:
         if session is not None and session.active:
             session.queue_reply(tuple(raws))
 
+    def _announce_soon(self, now: float) -> None:
+        if self._announce_at is None:
+            self._announce_at = now + self.announce_delay_s
+
     def _forward(self, item: Incoming, now: float) -> None:
         event = item.event
         self._missing.pop(event.id, None)
@@ -889,12 +946,12 @@ class Gossip:
             forwarded += 1
             if session.eager and not lazy_only:
                 self.stats.events_pushed += 1
-                session.queue_event(event.raw, priority)
+                if not session.queue_event(event.raw, priority):
+                    self._announce_soon(now)  # the queue was full: one event became a HAVE
             else:
                 self.stats.events_announced += 1
                 session.announce(event.id)
-                if self._announce_at is None:
-                    self._announce_at = now + self.announce_delay_s
+                self._announce_soon(now)
         if forwarded:
             self.last_forwarded[event.id] = forwarded
 
@@ -966,6 +1023,7 @@ class Gossip:
             jitter = 0.8 + 0.4 * self.rng.random()
             self._next_anti_entropy = now + self.anti_entropy_interval_s * jitter
             self._fetching = {a: f for a, f in self._fetching.items() if f[0] > now}
+            self._prune_targets()
         if self._retry_commit_at is not None and now >= self._retry_commit_at:
             self._maybe_plan(now)
 
@@ -979,8 +1037,26 @@ class Gossip:
                 continue
             session = self._session_of(peer)
             if session is not None:
+                if author in self._gap_targets or len(self._gap_targets) < MAX_TRACKED_REACH:
+                    self._gap_targets[author] = max(self._gap_targets.get(author, 0), stop)
                 start = max(start, head.seq + 1 if head else 1)
                 self._request_range(session, author, start, stop, now)
+
+    def _note_behind(self, author: bytes, seq: int) -> None:
+        """A peer's head: this node lacks ``author``'s events up to ``seq`` (the catch-up
+        target of `_continue_ranges` and `sync_progress`)."""
+        if author in self._behind or len(self._behind) < MAX_TRACKED_REACH:
+            self._behind[author] = max(self._behind.get(author, 0), seq)
+
+    def _prune_targets(self) -> None:
+        """Forget the catch-up targets reached (or of frozen authors), so that the bounded maps
+        keep room for new ones."""
+        heads, frozen = self.replica.heads, self.replica.ledger.frozen
+        for targets in (self._behind, self._gap_targets):
+            for author, target in list(targets.items()):
+                head = heads.get(author)
+                if author in frozen or (head is not None and head.seq >= target):
+                    del targets[author]
 
     def _want_missing(self, now: float) -> None:
         if self._missing_next is not None and self._missing_next > now:
@@ -1026,6 +1102,15 @@ class Gossip:
 
     def peer_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.state is not SessionState.CLOSED]
+
+
+def _note_reached(raw: bytes, reached: dict[bytes, int]) -> None:
+    """Count a known event of a reply towards how far the reply reached (see `_on_events`)."""
+    try:
+        event = Event.decode(raw)
+    except (RemoteProtocolError, EventRejected):
+        return
+    reached[event.author] = max(reached.get(event.author, 0), event.seq)
 
 
 def _fork_frame(proof: ForkProof) -> Fork:

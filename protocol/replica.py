@@ -34,7 +34,7 @@ from protocol.events import ZERO_ID, Body, Event, Genesis, Send
 from protocol.identity import SigningKey
 from protocol.journal import Journal
 from protocol.ledger import BalanceRow, Ledger, Pending, rebuild
-from protocol.limits import MAX_PENDING_EVENTS, MAX_RANGE_EVENTS, RECENT_IDS_CAP
+from protocol.limits import MAX_PENDING_EVENTS, RECENT_IDS_CAP
 
 #: Items one plan takes from the inbox; bounds the work and the transaction size.
 MAX_PLAN_ITEMS = 2_000
@@ -433,9 +433,9 @@ class Replica:
         if seq > head_seq + 1:
             self._hold(item, waiting_send=None)
             if item.origin is not None:
-                stop = min(seq - 1, head_seq + MAX_RANGE_EVENTS)
+                # The whole gap: GET_RANGE asks for MAX_RANGE_EVENTS of it at a time.
                 plan.requests.append(
-                    Request(item.origin, RequestKind.RANGE, author, head_seq + 1, stop)
+                    Request(item.origin, RequestKind.RANGE, author, head_seq + 1, seq - 1)
                 )
             return
         if event.prev != (head.id if head else ZERO_ID):

@@ -9,7 +9,6 @@ is it still alive, how much do we trust it.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -168,8 +167,10 @@ class Session:
         self.credit_out = 0
         self.outstanding_in = 0
         self.processed_uncredited = 0
-        self._queue: list[tuple[int, int, bytes]] = []
-        self._queue_counter = 0
+        # Events waiting for credit: a FIFO per priority (a handful of levels), so that taking
+        # the next event and demoting the last one are both O(1) however long the queue.
+        self._queues: dict[int, deque[bytes]] = {}
+        self._queued = 0
         self._have: list[bytes] = []
         self._flush_have = False
         self._replies: deque[tuple[bytes, ...]] = deque()
@@ -296,7 +297,7 @@ class Session:
 
     def add_credit(self, count: int) -> None:
         self.credit_out = min(self.credit_out + count, 1 << 20)
-        if self._queue or self._replies:
+        if self._queued or self._replies:
             self._on_output(self.handle)
 
     def flush_announcements(self) -> None:
@@ -364,21 +365,27 @@ class Session:
         self._frames_out.append(encode_frame(frame))
         self._on_output(self.handle)
 
-    def queue_event(self, raw: bytes, priority: int) -> None:
+    def queue_event(self, raw: bytes, priority: int) -> bool:
         """Queue an event to push; under back-pressure higher priority goes first.
 
         When the queue is full the lowest-priority event is announced lazily (HAVE) instead, so
-        nothing is lost: the peer asks for it, or anti-entropy repairs it.
+        nothing is lost: the peer asks for it, or anti-entropy repairs it. False when that
+        happened: the caller must see that the announcements are flushed.
         """
-        self._queue_counter += 1
-        heapq.heappush(self._queue, (-priority, self._queue_counter, raw))
+        queue = self._queues.get(priority)
+        if queue is None:
+            queue = self._queues[priority] = deque()
+        queue.append(raw)
+        self._queued += 1
         if self.credit_out > 0:
             self._on_output(self.handle)
-        if len(self._queue) > MAX_OUTBOUND_EVENTS:
-            lowest = max(self._queue)
-            self._queue.remove(lowest)
-            heapq.heapify(self._queue)
-            self.announce(_event_id(lowest[2]))
+        if self._queued > MAX_OUTBOUND_EVENTS:
+            # The newest of the lowest priority: the one that would have gone out last.
+            lowest = min(level for level, waiting in self._queues.items() if waiting)
+            self._queued -= 1
+            self.announce(_event_id(self._queues[lowest].pop()))
+            return False
+        return True
 
     def announce(self, event_id: bytes) -> None:
         if len(self._have) < MAX_OUTBOUND_EVENTS:
@@ -398,7 +405,7 @@ class Session:
 
     @property
     def queued_events(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     def drain(self) -> list[bytes]:
         """Encoded frames to send now: control frames, replies, announcements, then events."""
@@ -415,16 +422,8 @@ class Session:
         while self._have and self._flush_have:
             ids, self._have = self._have[:MAX_IDS_PER_FRAME], self._have[MAX_IDS_PER_FRAME:]
             self._frames_out.append(encode_frame(Have(tuple(ids))))
-        while self._queue and self.credit_out > 0:
-            batch: list[bytes] = []
-            size = 0
-            while self._queue and len(batch) < min(self.credit_out, MAX_EVENTS_PER_FRAME):
-                raw = self._queue[0][2]
-                if batch and size + len(raw) + 3 > limit:
-                    break
-                heapq.heappop(self._queue)
-                batch.append(raw)
-                size += len(raw) + 3
+        while self._queued and self.credit_out > 0:
+            batch = self._next_batch(min(self.credit_out, MAX_EVENTS_PER_FRAME), limit)
             self.credit_out -= len(batch)
             self.events_out += len(batch)
             self._frames_out.append(encode_frame(Events(tuple(batch))))
@@ -434,6 +433,24 @@ class Session:
         self.bytes_out += sum(len(frame) for frame in out)
         return out
 
+    def _next_batch(self, count: int, limit: int) -> list[bytes]:
+        """Up to ``count`` queued events within ``limit`` bytes (at least one): highest priority
+        first, oldest first within a priority."""
+        batch: list[bytes] = []
+        size = 0
+        for priority in sorted(self._queues, reverse=True):
+            queue = self._queues[priority]
+            while queue and len(batch) < count:
+                raw = queue[0]
+                if batch and size + len(raw) + 3 > limit:
+                    self._queued -= len(batch)
+                    return batch
+                queue.popleft()
+                batch.append(raw)
+                size += len(raw) + 3
+        self._queued -= len(batch)
+        return batch
+
     def close(self, reason: CloseReason, detail: str = "", *, send_bye: bool = True) -> None:
         if self.state is SessionState.CLOSED:
             return
@@ -442,7 +459,8 @@ class Session:
         self._to(SessionState.CLOSED)
         self.close_reason = reason
         self.close_detail = detail
-        self._queue.clear()
+        self._queues.clear()
+        self._queued = 0
         self._replies.clear()
         self._have.clear()
 

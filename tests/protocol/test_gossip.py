@@ -3,6 +3,7 @@ back-pressure, Plumtree, anti-entropy, keep-alive and forks."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pytest
@@ -16,12 +17,14 @@ from protocol.frames import (
     Have,
     Hello,
     Ping,
+    decode_frame,
     encode_frame,
 )
 from protocol.identity import SigningKey
 from protocol.limits import (
     HANDSHAKE_TIMEOUT_S,
     INITIAL_EVENT_CREDIT,
+    MAX_OUTBOUND_EVENTS,
     PEER_DEAD_S,
     PROTOCOL_VERSION,
 )
@@ -270,6 +273,39 @@ def test_back_pressure_queues_by_priority() -> None:
     assert session.queued_events == 1
 
 
+def test_a_full_queue_demotes_its_newest_lowest_priority_events_to_announcements() -> None:
+    """Beyond MAX_OUTBOUND_EVENTS the event that would have gone out last is announced instead;
+    what stays goes out highest priority first, oldest first within a priority."""
+    session = lone_session()
+    session.credit_out = 0
+    session.state = session.state.__class__.ACTIVE
+    low = [b"low %d" % k for k in range(3_000)]
+    high = [b"high %d" % k for k in range(3_000)]
+    for raw in low:
+        session.queue_event(raw, 1)
+    for raw in high:
+        session.queue_event(raw, 5)
+    assert session.queued_events == MAX_OUTBOUND_EVENTS
+    kept_low = MAX_OUTBOUND_EVENTS - len(high)
+    session.flush_announcements()
+    announced = [
+        event_id
+        for frame in map(decode_frame, session.drain())
+        if isinstance(frame, Have)
+        for event_id in frame.ids
+    ]
+    assert announced == [hashlib.sha256(raw).digest() for raw in reversed(low[kept_low:])]
+    session.add_credit(MAX_OUTBOUND_EVENTS)
+    sent = [
+        raw
+        for frame in map(decode_frame, session.drain())
+        if isinstance(frame, Events)
+        for raw in frame.events
+    ]
+    assert sent == high + low[:kept_low]
+    assert session.queued_events == 0
+
+
 def test_credit_is_returned_in_batches() -> None:
     session = lone_session(8)
     session.take_events(8)
@@ -321,6 +357,71 @@ def test_anti_entropy_catches_up_a_late_joiner() -> None:
     assert sim.run_until(lambda: sim.have_all(ids), max_time=20)
     assert sim.converged()
     assert sim.nodes[1].gossip.stats.ranges_requested >= 2  # bounded batches
+
+
+def chain(author: SigningKey, network: bytes, count: int) -> list[Event]:
+    events: list[Event] = []
+    prev = ZERO_ID
+    for seq in range(1, count + 1):
+        body = Post("social", 3, f"chain {seq} " + "x" * 200)
+        events.append(Event.create(author, network, seq=seq, prev=prev, ts=T0, body=body))
+        prev = events[-1].id
+    return events
+
+
+def test_a_long_chain_catches_up_within_one_anti_entropy_round() -> None:
+    """A reply that leaves an author behind the head a peer announced asks for the next stretch
+    at once: 2,000 events are ~12 replies, not ~12 anti-entropy rounds."""
+    sim = Simulation(2, seed=3, anti_entropy_interval_s=60.0)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    network = sim.nodes[0].replica.network_id
+    assert network is not None
+    events = chain(SigningKey.for_label("prolific"), network, 2_000)
+    for event in events:
+        sim.inject(0, event)
+    sim.connect(0, 1)  # the round at activation finds the chain; the next is 48 s or more away
+    assert sim.run_until(lambda: sim.have_all({e.id for e in events}), max_time=sim.now + 30)
+    assert sim.nodes[1].gossip.stats.ranges_requested >= 2_000 // 256
+
+
+def test_events_beyond_a_full_push_queue_arrive_by_announcement() -> None:
+    """Past MAX_OUTBOUND_EVENTS a push queue demotes events to HAVE; those announcements must be
+    sent (and the events fetched) without waiting for anti-entropy."""
+    sim = Simulation(2, seed=4, anti_entropy_interval_s=60.0)
+    sim.found(0, SigningKey.for_label("pool"), GENESIS_BODY)
+    sim.connect(0, 1)
+    assert sim.run_until(lambda: sim.nodes[1].replica.network_id is not None, max_time=5)
+    network = sim.nodes[0].replica.network_id
+    assert network is not None
+    events = chain(SigningKey.for_label("burst"), network, MAX_OUTBOUND_EVENTS + 1_000)
+    start = sim.now
+    for event in events:
+        sim.inject(0, event)  # all at once: the peer's credit runs out after the first 512
+    assert session_of(sim.nodes[0], 1).queued_events == MAX_OUTBOUND_EVENTS
+    assert sim.run_until(lambda: sim.have_all({e.id for e in events}), max_time=start + 30)
+
+
+def test_a_gap_nobody_can_fill_costs_one_request_and_no_catch_up() -> None:
+    """An event's seq is its sender's word: one far ahead of anything stored is held and its gap
+    asked for once, but it must not leave the node catching up (or asking) forever."""
+    sim = pair()
+    network = sim.nodes[0].replica.network_id
+    assert network is not None
+    far = Event.create(
+        SigningKey.for_label("boaster"),
+        network,
+        seq=10**9,
+        prev=bytes([1]) * 32,
+        ts=T0,
+        body=Post("social", 3, "from the future of this chain"),
+    )
+    late = sim.nodes[1].gossip
+    before = late.stats.ranges_requested
+    sim.deliver_raw(0, 1, encode_frame(Events((far.raw,))))
+    sim.run_for(5.0)
+    assert sim.nodes[1].replica.is_held(far.author, far.seq)
+    assert late.stats.ranges_requested - before == 1
+    assert not late.sync_progress().syncing
 
 
 def test_dead_peer_is_detected_and_comes_back() -> None:
