@@ -1037,16 +1037,14 @@ class Gossip:
                 continue
             session = self._session_of(peer)
             if session is not None:
-                if author in self._gap_targets or len(self._gap_targets) < MAX_TRACKED_REACH:
-                    self._gap_targets[author] = max(self._gap_targets.get(author, 0), stop)
+                _raise_target(self._gap_targets, author, stop)
                 start = max(start, head.seq + 1 if head else 1)
                 self._request_range(session, author, start, stop, now)
 
     def _note_behind(self, author: bytes, seq: int) -> None:
         """A peer's head: this node lacks ``author``'s events up to ``seq`` (the catch-up
         target of `_continue_ranges` and `sync_progress`)."""
-        if author in self._behind or len(self._behind) < MAX_TRACKED_REACH:
-            self._behind[author] = max(self._behind.get(author, 0), seq)
+        _raise_target(self._behind, author, seq)
 
     def _prune_targets(self) -> None:
         """Forget the catch-up targets reached (or of frozen authors), so that the bounded maps
@@ -1102,6 +1100,12 @@ class Gossip:
 
     def peer_sessions(self) -> list[Session]:
         return [s for s in self.sessions.values() if s.state is not SessionState.CLOSED]
+
+
+def _raise_target(targets: dict[bytes, int], author: bytes, seq: int) -> None:
+    """Raise ``author``'s catch-up target to ``seq``; a new author only while there is room."""
+    if author in targets or len(targets) < MAX_TRACKED_REACH:
+        targets[author] = max(targets.get(author, 0), seq)
 
 
 def _note_reached(raw: bytes, reached: dict[bytes, int]) -> None:
